@@ -1,0 +1,303 @@
+"""The priority buffer: per-problem statistics, pools, retest scheduling, and a named sampler.
+
+The buffer holds problem ids (ints) and statistics in numpy arrays, never text. Every problem is in
+exactly one pool:
+
+- ``heap``: unseen, or last seen with 0 < p̂ < 1; served by the sampler.
+- ``solved`` (p̂ = 1) / ``unsolved`` (p̂ = 0): parked; samplers that park serve them only through
+  retests (oldest last visit first), or when nothing else is left.
+- ``in_flight``: handed out by ``sample`` and not yet answered by ``update`` or ``release``.
+
+Every public method checks its input completely before changing anything, so a bad call raises a
+``ValueError`` and leaves the buffer as it was. No Ray here: the wiring wraps this class in an actor.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from rlpp.buffer.samplers import SAMPLERS, Sampler
+from rlpp.buffer.structures import MAX_PROBLEMS, key_id, visit_keys
+from rlpp.config.schema import BufferConfig, validate
+
+HEAP, SOLVED, UNSOLVED, IN_FLIGHT = 0, 1, 2, 3
+POOL_NAMES = ("heap", "solved", "unsolved", "in_flight")
+STATE_VERSION = 1
+
+
+@dataclass
+class SampleBatch:
+    """Problems handed out by ``PriorityBuffer.sample``; they stay in flight until updated or released."""
+
+    ids: np.ndarray  # (k,) int64 problem ids
+    weights: np.ndarray  # (k,) float64 importance weights; 1.0 unless the sampler corrects its bias
+    retest: np.ndarray  # (k,) bool: drawn from the parked (solved/unsolved) pools
+    step: int  # the buffer step this batch belongs to
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class PriorityBuffer:
+    """Prioritized replay over training problems, priority ω = p̂(1 − p̂) of each problem's success rate."""
+
+    def __init__(self, cfg: BufferConfig, num_problems: int, seed: int = 0):
+        validate(cfg, "buffer.")
+        if not 1 <= num_problems < MAX_PROBLEMS:
+            raise ValueError(f"num_problems must be in [1, {MAX_PROBLEMS}), got {num_problems}")
+        self.cfg = cfg
+        self.num_problems = n = int(num_problems)
+        self.rng = np.random.default_rng(seed)
+        self.attempts = np.zeros(n, dtype=np.int64)
+        self.successes = np.zeros(n, dtype=np.int64)
+        # Decayed evidence (stats=decayed): successes and attempts, each visit scaling the past by decay.
+        self.w_successes = np.zeros(n if cfg.stats == "decayed" else 0)
+        self.w_attempts = np.zeros(n if cfg.stats == "decayed" else 0)
+        self.p_hat = np.full(n, np.nan)
+        self.priority = np.full(n, cfg.unseen_priority)
+        self.visits = np.zeros(n, dtype=np.int32)
+        self.last_visit = np.full(n, -1, dtype=np.int64)
+        self.sample_step = np.full(n, -1, dtype=np.int64)
+        self.pool = np.zeros(n, dtype=np.int8)
+        self.origin = np.zeros(n, dtype=np.int8)  # pool a problem left when it went in flight
+        self.counts = np.array([n, 0, 0, 0], dtype=np.int64)
+        self.parked: list[int] = []  # min-heap of visit keys over solved ∪ unsolved (parking samplers)
+        self.step = 0
+        self.last_round = 0
+        self.counters = dict(forgotten=0, unlocked=0, retested=0, released=0, seen=0, updates=0)
+        self.sampler: Sampler = SAMPLERS[cfg.sampler](self)
+        self.sampler.insert(np.arange(n, dtype=np.int64))
+
+    # ---------------------------------------------------------------- serving
+    def sample(self, batch_size: int, step: int | None = None) -> SampleBatch:
+        """Hand out a batch of problems and mark them in flight.
+
+        ``step`` defaults to the next step; pass the current step again to draw more problems for the
+        same step (a top-up, as DAPO's dynamic sampling does), which never starts a retest round.
+        The batch is shorter than requested only when every other problem is in flight.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        step = self.step + 1 if step is None else int(step)
+        if step < self.step:
+            raise ValueError(f"step must not go back: buffer is at step {self.step}, got {step}")
+        n = self.sampler.draw_size(int(batch_size))
+        n_retest, new_round = self._retest_quota(n, step)
+
+        self.step = step
+        if new_round:
+            self.last_round = step
+        retest = self._pop_parked(n_retest)
+        ids, weights = self.sampler.pop(n - len(retest))
+        # A sampler that parks may run dry; parked problems then fill the batch, oldest first.
+        fill = self._pop_parked(n - len(retest) - len(ids)) if self.sampler.parks else retest[:0]
+        all_ids = np.concatenate([retest, ids, fill])
+        self.origin[all_ids] = self.pool[all_ids]
+        self._move(all_ids, IN_FLIGHT)
+        self.sample_step[all_ids] = step
+        self.counters["retested"] += len(retest) + len(fill)
+        is_retest = np.zeros(len(all_ids), dtype=bool)
+        is_retest[: len(retest)] = True
+        is_retest[len(retest) + len(ids) :] = True
+        w = np.concatenate([np.ones(len(retest)), weights, np.ones(len(fill))])
+        return SampleBatch(ids=all_ids, weights=w, retest=is_retest, step=step)
+
+    def _retest_quota(self, n: int, step: int) -> tuple[int, bool]:
+        r = self.cfg.retest
+        if not self.sampler.parks or r.mode == "off":
+            return 0, False
+        if r.mode == "fraction":
+            return math.ceil(r.batch_fraction * n), False
+        if step > self.step and step - self.last_round >= r.every_steps:
+            if r.per_round > n:
+                raise ValueError(
+                    f"buffer.retest.per_round ({r.per_round}) exceeds the batch of {n} problems drawn at "
+                    f"step {step}; lower it or raise the batch size"
+                )
+            return r.per_round, True
+        return 0, False
+
+    def _pop_parked(self, k: int) -> np.ndarray:
+        out = [key_id(heapq.heappop(self.parked)) for _ in range(min(k, len(self.parked)))]
+        return np.asarray(out, dtype=np.int64)
+
+    # ---------------------------------------------------------------- results
+    def update(self, ids, rewards) -> dict[str, int]:
+        """Record one group of rewards per in-flight problem and move each to its new pool.
+
+        ``rewards`` has shape (len(ids), group_size). A rollout succeeds when reward >= the configured
+        threshold; p̂ = 1 parks a problem in ``solved``, p̂ = 0 in ``unsolved``, otherwise it returns to
+        the heap with priority p̂(1 − p̂).
+        """
+        ids = self._in_flight_ids(ids, "update")
+        try:
+            r = np.asarray(rewards, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"rewards must be a numeric array of shape ({len(ids)}, group_size): {e}") from None
+        if r.ndim != 2 or r.shape[0] != len(ids) or r.shape[1] < 1:
+            raise ValueError(f"rewards must have shape ({len(ids)}, group_size >= 1), got {r.shape}")
+        bad = ~np.isfinite(r).all(axis=1)
+        if bad.any():
+            raise ValueError(f"rewards must be finite; non-finite rewards for problem ids {ids[bad][:10].tolist()}")
+
+        s = (r >= self.cfg.success_threshold).sum(axis=1)
+        g = r.shape[1]
+        self.attempts[ids] += g
+        self.successes[ids] += s
+        if self.cfg.stats == "decayed":
+            d = self.cfg.decay
+            self.w_successes[ids] = d * self.w_successes[ids] + s
+            self.w_attempts[ids] = d * self.w_attempts[ids] + g
+            p = self.w_successes[ids] / self.w_attempts[ids]
+        else:
+            p = s / g
+        self.counters["seen"] += int((self.visits[ids] == 0).sum())
+        self.counters["updates"] += len(ids)
+        self.p_hat[ids] = p
+        self.priority[ids] = p * (1.0 - p)
+        self.visits[ids] += 1
+        self.last_visit[ids] = self.sample_step[ids]
+        prev = self.origin[ids]
+        forgotten = int(((prev == SOLVED) & (p < 1.0)).sum())
+        unlocked = int(((prev == UNSOLVED) & (p > 0.0)).sum())
+        self.counters["forgotten"] += forgotten
+        self.counters["unlocked"] += unlocked
+        pools = np.where(p >= 1.0, SOLVED, np.where(p <= 0.0, UNSOLVED, HEAP)).astype(np.int8)
+        self._make_available(ids, pools)
+        return {"forgotten": forgotten, "unlocked": unlocked, "solved": int((pools == SOLVED).sum()),
+                "unsolved": int((pools == UNSOLVED).sum())}
+
+    def release(self, ids) -> int:
+        """Hand in-flight problems back unchanged (their results never came); returns how many."""
+        ids = self._in_flight_ids(ids, "release")
+        self.counters["released"] += len(ids)
+        self._make_available(ids, self.origin[ids])
+        return len(ids)
+
+    def in_flight(self) -> np.ndarray:
+        """Ids currently in flight (for returning a failed actor's work)."""
+        return np.flatnonzero(self.pool == IN_FLIGHT)
+
+    def _in_flight_ids(self, ids, what: str) -> np.ndarray:
+        a = np.asarray(ids)
+        if a.size == 0:
+            return np.empty(0, dtype=np.int64)
+        if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"{what}: ids must be a 1-D array of ints, got dtype {a.dtype} shape {a.shape}")
+        a = a.astype(np.int64)
+        unknown = a[(a < 0) | (a >= self.num_problems)]
+        if len(unknown):
+            raise ValueError(f"{what}: unknown problem ids {unknown[:10].tolist()} (buffer holds 0..{self.num_problems - 1})")
+        uniq, counts = np.unique(a, return_counts=True)
+        if len(uniq) != len(a):
+            raise ValueError(f"{what}: duplicate problem ids {uniq[counts > 1][:10].tolist()}")
+        idle = a[self.pool[a] != IN_FLIGHT]
+        if len(idle):
+            where = [POOL_NAMES[self.pool[i]] for i in idle[:10]]
+            raise ValueError(f"{what}: problems not in flight: {dict(zip(idle[:10].tolist(), where))}")
+        return a
+
+    def _move(self, ids: np.ndarray, pools) -> None:
+        self.counts -= np.bincount(self.pool[ids], minlength=4)
+        self.pool[ids] = pools
+        self.counts += np.bincount(self.pool[ids], minlength=4)
+
+    def _make_available(self, ids: np.ndarray, pools: np.ndarray) -> None:
+        self._move(ids, pools)
+        if not self.sampler.parks:
+            self.sampler.insert(ids)
+            return
+        self.sampler.insert(ids[pools == HEAP])
+        for k in visit_keys(self.last_visit[ids], ids)[pools != HEAP].tolist():
+            heapq.heappush(self.parked, k)
+
+    # ---------------------------------------------------------------- metrics
+    def stats(self, histogram_bins: int = 0) -> dict[str, float]:
+        """Pool sizes and counters (cheap); with ``histogram_bins`` also histograms of priority over the
+        heap pool's visited problems and of p̂ over all visited problems (a full scan)."""
+        out: dict[str, float] = {f"buffer/{name}": int(c) for name, c in zip(POOL_NAMES, self.counts)}
+        out.update({f"buffer/{k}": v for k, v in self.counters.items()})
+        out["buffer/step"] = self.step
+        if histogram_bins:
+            visited = self.visits > 0
+            hp, _ = np.histogram(self.priority[visited & (self.pool == HEAP)], bins=histogram_bins, range=(0, 0.25))
+            hr, _ = np.histogram(self.p_hat[visited], bins=histogram_bins, range=(0, 1))
+            out["buffer/priority_hist"] = hp.tolist()
+            out["buffer/pass_rate_hist"] = hr.tolist()
+        return out
+
+    def pools(self) -> np.ndarray:
+        """Pool of every problem (codes index ``POOL_NAMES``)."""
+        return self.pool.copy()
+
+    # ---------------------------------------------------------------- state
+    _ARRAYS = ("attempts", "successes", "w_successes", "w_attempts", "p_hat", "priority", "visits",
+               "last_visit", "sample_step", "pool", "origin", "counts")
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: statistics, pools, schedule, counters and RNG."""
+        return {
+            "version": STATE_VERSION,
+            "num_problems": self.num_problems,
+            "sampler": self.cfg.sampler,
+            "stats": self.cfg.stats,
+            "arrays": {k: getattr(self, k).copy() for k in self._ARRAYS},
+            "step": self.step,
+            "last_round": self.last_round,
+            "counters": dict(self.counters),
+            "rng": self.rng.bit_generator.state,
+            "sampler_state": self.sampler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a ``state_dict``; the heaps and trees are rebuilt from the arrays (their keys are
+        unique, so they serve in the same order)."""
+        for key, want in (("version", STATE_VERSION), ("num_problems", self.num_problems),
+                          ("sampler", self.cfg.sampler), ("stats", self.cfg.stats)):
+            if state.get(key) != want:
+                raise ValueError(f"buffer state has {key}={state.get(key)!r}, this buffer needs {want!r}")
+        arrays = state["arrays"]
+        for k in self._ARRAYS:
+            mine = getattr(self, k)
+            if k not in arrays or np.shape(arrays[k]) != mine.shape:
+                raise ValueError(f"buffer state array {k!r} is missing or has the wrong shape")
+        for k in self._ARRAYS:
+            getattr(self, k)[...] = arrays[k]
+        self.step, self.last_round = int(state["step"]), int(state["last_round"])
+        self.counters = dict(state["counters"])
+        self.rng.bit_generator.state = state["rng"]
+        self.sampler = SAMPLERS[self.cfg.sampler](self)
+        available = np.flatnonzero(self.pool == HEAP) if self.sampler.parks else np.flatnonzero(self.pool != IN_FLIGHT)
+        self.sampler.load_state_dict(state["sampler_state"], available)
+        self.parked = []
+        if self.sampler.parks:
+            parked = np.flatnonzero((self.pool == SOLVED) | (self.pool == UNSOLVED))
+            self.parked = visit_keys(self.last_visit[parked], parked).tolist()
+            heapq.heapify(self.parked)
+
+    # ---------------------------------------------------------------- checking
+    def check_invariants(self) -> None:
+        """Raise AssertionError unless every problem is in exactly one pool and every index agrees
+        with the pools (a full scan: for tests and debugging, not for the hot path)."""
+        pool = self.pool
+        assert (self.counts == np.bincount(pool, minlength=4)).all(), "pool counts drifted"
+        served = np.sort(self.sampler.members())
+        assert len(np.unique(served)) == len(served), "sampler holds a problem twice"
+        parked = np.sort(np.array([key_id(k) for k in self.parked], dtype=np.int64))
+        assert len(np.unique(parked)) == len(parked), "parked queue holds a problem twice"
+        if self.sampler.parks:
+            assert np.array_equal(served, np.flatnonzero(pool == HEAP)), "sampler index != heap pool"
+            assert np.array_equal(parked, np.flatnonzero((pool == SOLVED) | (pool == UNSOLVED))), "parked queue != parked pools"
+        else:
+            assert np.array_equal(served, np.flatnonzero(pool != IN_FLIGHT)), "sampler index != available problems"
+            assert len(parked) == 0, "a sampler that never parks has a parked queue"
+        visited = self.visits > 0
+        p = self.p_hat[visited]
+        assert np.allclose(self.priority[visited], p * (1 - p), rtol=0, atol=1e-15), "priority != p(1-p)"
+        assert (self.priority[~visited] == self.cfg.unseen_priority).all(), "unseen problem lost its priority"
+        done = visited & (pool != IN_FLIGHT)
+        assert (pool[done & (self.p_hat >= 1)] == SOLVED).all() and (pool[done & (self.p_hat <= 0)] == UNSOLVED).all()

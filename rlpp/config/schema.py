@@ -152,6 +152,9 @@ class Config:
     """Seeds every random generator of the run."""
     buffer: BufferConfig = field(default_factory=BufferConfig)
 
+    def __post_init__(self) -> None:
+        validate(self)
+
     def _problems(self) -> Problems:
         yield from _at_least("seed", self.seed, 0)
 

@@ -135,7 +135,10 @@ class PriorityBuffer:
         """
         ids = self._in_flight_ids(ids, "update")
         try:
-            r = np.asarray(rewards, dtype=np.float64)
+            r = np.asarray(rewards)
+            if r.dtype.kind not in "biufO":  # text, bytes and complex would convert (or warn) silently
+                raise TypeError(f"got dtype {r.dtype}")
+            r = r.astype(np.float64)
         except (TypeError, ValueError) as e:
             raise ValueError(f"rewards must be a numeric array of shape ({len(ids)}, group_size): {e}") from None
         if r.ndim != 2 or r.shape[0] != len(ids) or r.shape[1] < 1:

@@ -135,7 +135,8 @@ class DapoFilterSampler(UniformSampler):
     """Uniform draws, oversampled so that enough groups survive dropping the zero-variance ones."""
 
     def draw_size(self, batch_size: int) -> int:
-        return math.ceil(batch_size * self.buf.cfg.dapo_filter.oversample)
+        # The relative slack absorbs rounding (1.1 * 50 is 55.00000000000001 in floating point).
+        return math.ceil(batch_size * self.buf.cfg.dapo_filter.oversample * (1 - 1e-12))
 
 
 @register_sampler("per")
@@ -245,10 +246,12 @@ class PromptReplaySampler(Sampler):
                 cooling.append(entry)
                 continue
             replay.append(i)
+            # Out of the set at once: a release re-pushes an entry identical to one still in the heap,
+            # and that duplicate, popped later in this loop, must read as stale, not serve i again.
+            self.ids.remove(np.array([i], dtype=np.int64))
         for entry in cooling:
             heapq.heappush(self.heap, entry)
         replay_ids = np.asarray(replay, dtype=np.int64)
-        self.ids.remove(replay_ids)
         self.reuse[replay_ids] += 1
         fresh = self.ids.draw(n - len(replay_ids), b.rng)
         out = np.concatenate([replay_ids, fresh])

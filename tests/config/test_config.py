@@ -56,7 +56,7 @@ def test_round_trip_through_yaml(tmp_path):
         ("buffer.retest.mode=sometimes", "buffer.retest.mode must be one of"),
         ("buffer.dapo_filter.oversample=0.5", "buffer.dapo_filter.oversample must be >= 1.0"),
         ("buffer.nope=1", "buffer.nope"),
-        ("nope=1", "nope: unknown key; known keys: ['buffer', 'seed']"),
+        ("nope=1", "nope: unknown key; known keys: ['algo', 'buffer', 'data'"),
         ("buffer.retest.every_steps=abc", "buffer.retest.every_steps: Value 'abc'"),
         ("buffer.retest=3", "buffer.retest is a group of settings"),
         ("novalue", "must look like key=value"),
@@ -100,3 +100,8 @@ def test_direct_construction_is_validated_too():
         Config(buffer=BufferConfig(retest=RetestConfig(every_steps=0)))
     with pytest.raises(ConfigError, match="buffer.sampler"):
         validate(BufferConfig(sampler="x"), "buffer.")
+
+
+def test_cross_group_check_names_both_keys():
+    with pytest.raises(ConfigError, match=r"buffer.retest.per_round must not exceed trainer.batch_size \(4\)"):
+        load_config(None, ["trainer.batch_size=4", "buffer.retest.per_round=8"])

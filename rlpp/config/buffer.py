@@ -1,0 +1,109 @@
+"""Config groups of the priority buffer (plain frozen dataclasses)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rlpp.config.base import Problems, at_least, in_range, one_of
+
+SAMPLER_NAMES = ("prioritized", "uniform", "per", "prompt_replay", "dapo_filter")
+
+
+@dataclass(frozen=True)
+class RetestConfig:
+    """When parked (always solved / always failed) problems are tried again.
+
+    Applies to samplers that park problems (``prioritized``, ``per``); the others never withhold a
+    problem, so there is nothing to retest and this group is unused by them.
+    """
+
+    mode: str = "periodic"
+    """``periodic``: every ``every_steps`` steps put ``per_round`` parked problems into the batch;
+    ``fraction``: every batch carries ceil(``batch_fraction`` * batch) parked problems; ``off``: never
+    (parked problems then return only when nothing else is left)."""
+    every_steps: int = 10
+    """Steps between two periodic retest rounds (R)."""
+    per_round: int = 8
+    """Parked problems per periodic round, oldest last visit first; must not exceed the batch size."""
+    batch_fraction: float = 0.125
+    """With ``mode=fraction``: share of every batch drawn from the parked pools."""
+
+    def _problems(self) -> Problems:
+        yield from one_of("mode", self.mode, ("periodic", "fraction", "off"))
+        yield from at_least("every_steps", self.every_steps, 1)
+        yield from at_least("per_round", self.per_round, 1)
+        yield from in_range("batch_fraction", self.batch_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
+
+
+@dataclass(frozen=True)
+class PERConfig:
+    """Proportional prioritized replay (Schaul et al. 2016) over priorities ω = p(1-p)."""
+
+    alpha: float = 0.6
+    """Sampling probability ∝ (ω + eps)^alpha; 0 is uniform over the heap pool, 1 fully proportional."""
+    beta: float = 0.4
+    """Importance-weight exponent: w = (N·P)^-beta / max w over the batch."""
+    eps: float = 1e-3
+    """Added to every priority so no active problem has zero probability."""
+
+    def _problems(self) -> Problems:
+        yield from in_range("alpha", self.alpha, 0.0, 1.0)
+        yield from in_range("beta", self.beta, 0.0, 1.0)
+        yield from in_range("eps", self.eps, 0.0, 1.0, lo_open=True)
+
+
+@dataclass(frozen=True)
+class PromptReplayConfig:
+    """Replay of problems whose pass rate sits near 0.5, mixed with fresh draws."""
+
+    window: float = 0.3
+    """A visited problem is a replay candidate when |p - 0.5| <= window."""
+    cooldown_steps: int = 2
+    """A candidate is not replayed again until this many steps after its last visit."""
+    max_reuse: int = 3
+    """How many times one problem may be served as a replay."""
+    replay_fraction: float = 0.5
+    """Share of each batch taken from replay candidates (closest to 0.5 first); the rest is uniform."""
+
+    def _problems(self) -> Problems:
+        yield from in_range("window", self.window, 0.0, 0.5)
+        yield from at_least("cooldown_steps", self.cooldown_steps, 0)
+        yield from at_least("max_reuse", self.max_reuse, 1)
+        yield from in_range("replay_fraction", self.replay_fraction, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class DapoFilterConfig:
+    """Uniform draws with oversampling; the trainer drops zero-variance groups (DAPO dynamic sampling)."""
+
+    oversample: float = 2.0
+    """A request for B problems draws ceil(oversample * B), so enough groups survive the filter."""
+
+    def _problems(self) -> Problems:
+        yield from at_least("oversample", self.oversample, 1.0)
+
+
+@dataclass(frozen=True)
+class BufferConfig:
+    """The priority buffer: per-problem statistics, pools and the sampler that serves batches."""
+
+    sampler: str = "prioritized"
+    """One of ``prioritized`` (greedy top-B by ω), ``uniform``, ``per``, ``prompt_replay``, ``dapo_filter``."""
+    success_threshold: float = 0.5
+    """A rollout succeeds when its reward >= this; rewards need not be binary."""
+    unseen_priority: float = 0.25
+    """Priority of a never-tried problem; 0.25 is the largest p(1-p), so each is tried once early."""
+    stats: str = "latest"
+    """``latest``: p̂ from the latest group only; ``decayed``: p̂ from all visits, old ones down-weighted."""
+    decay: float = 0.5
+    """With ``stats=decayed``: weight that earlier evidence keeps at each new visit, in [0, 1)."""
+    retest: RetestConfig = field(default_factory=RetestConfig)
+    per: PERConfig = field(default_factory=PERConfig)
+    prompt_replay: PromptReplayConfig = field(default_factory=PromptReplayConfig)
+    dapo_filter: DapoFilterConfig = field(default_factory=DapoFilterConfig)
+
+    def _problems(self) -> Problems:
+        yield from one_of("sampler", self.sampler, SAMPLER_NAMES)
+        yield from in_range("unseen_priority", self.unseen_priority, 0.0, 0.25, lo_open=True)
+        yield from one_of("stats", self.stats, ("latest", "decayed"))
+        yield from in_range("decay", self.decay, 0.0, 1.0, hi_open=True)

@@ -31,9 +31,9 @@ Run from the repository root::
     python benchmarks/buffer_bench.py --quick             # 10k and 100k only (CI smoke test)
     python benchmarks/buffer_bench.py --sizes 1e6 --samplers prioritized,per,uniform --json out.json
 
-The default run takes well under a minute on a 2-core machine (about 40 s, most of it building the
-10M buffer and the baseline's 10M sorts) and needs about 3 GB of free memory (the 10M buffer's
-construction peak). Figures for samplers other than ``prioritized`` have no baseline column:
+The default run takes well under a minute on a 2-core machine (about 35 s, most of it building and
+aging the 10M buffer and the baseline's 10M sorts) and needs about 1.5 GB of free memory (the 10M
+buffer's peak, about 1.2 GB, reached while it is aged). Figures for samplers other than ``prioritized`` have no baseline column:
 the baseline reproduces the prioritized sampler's order only.
 """
 

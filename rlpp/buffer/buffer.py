@@ -82,6 +82,8 @@ class PriorityBuffer:
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if step is not None and (isinstance(step, bool) or not isinstance(step, (int, np.integer))):
+            raise ValueError(f"step must be an int, got {step!r}")
         step = self.step + 1 if step is None else int(step)
         if step < self.step:
             raise ValueError(f"step must not go back: buffer is at step {self.step}, got {step}")

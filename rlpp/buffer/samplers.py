@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from rlpp.buffer.structures import IdSet, SumTree, key_id, priority_keys, visit_key, visit_keys
+from rlpp.buffer.structures import (IdSet, SumTree, add_to_heap, chunks, float_order, float_order_one, key_id,
+                                    packed_key, packed_keys, priority_keys)
 
 if TYPE_CHECKING:
     from rlpp.buffer.buffer import PriorityBuffer
@@ -82,13 +83,7 @@ class PrioritizedSampler(Sampler):
 
     def insert(self, ids: np.ndarray) -> None:
         b = self.buf
-        keys = priority_keys(b.priority[ids], b.last_visit[ids], ids)
-        if len(keys) > len(self.heap):
-            self.heap.extend(keys)
-            heapq.heapify(self.heap)
-        else:
-            for k in keys:
-                heapq.heappush(self.heap, k)
+        add_to_heap(self.heap, len(ids), (priority_keys(b.priority[c], b.last_visit[c], c) for c in chunks(ids)))
 
     def members(self) -> np.ndarray:
         return np.array([key_id(k) for k in self.heap], dtype=np.int64)
@@ -194,15 +189,25 @@ class PERSampler(Sampler):
 @register_sampler("prompt_replay")
 class PromptReplaySampler(Sampler):
     """Replays visited problems with pass rate near 0.5 (window, cooldown, reuse cap), mixed with
-    uniform draws over everything else available."""
+    uniform draws over everything else available.
+
+    Candidates wait in a min-heap of packed keys (|p̂ - 0.5|, last visit, id). An entry goes stale when
+    its problem is served or revisited; stale entries are skipped when popped, and the heap is rebuilt
+    from the current candidates once it outgrows ``HEAP_GROWTH`` times the available problems plus
+    ``HEAP_SLACK`` (entries far from 0.5 would otherwise pile up for good). A rebuild serves the same
+    order: every current candidate has an entry, and copies of one key serve it at most once per
+    batch, since a served problem leaves the set at once.
+    """
 
     parks = False
+    HEAP_GROWTH = 4
+    HEAP_SLACK = 1024
 
     def __init__(self, buf: "PriorityBuffer"):
         super().__init__(buf)
         self.ids = IdSet(buf.num_problems)
         self.reuse = np.zeros(buf.num_problems, dtype=np.int32)
-        self.heap: list[tuple[float, int, int]] = []  # (|p - 0.5|, visit key, id); stale entries skipped
+        self.heap: list[int] = []
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -212,17 +217,25 @@ class PromptReplaySampler(Sampler):
         dist = np.abs(b.p_hat[ids] - 0.5)
         return (b.visits[ids] > 0) & (dist <= c.window) & (self.reuse[ids] < c.max_reuse)
 
-    def _push(self, ids: np.ndarray) -> None:
+    def _keys(self, ids: np.ndarray) -> list[int]:
+        """Heap keys of the candidates among ``ids``: |p̂ - 0.5| is non-negative, so its float64 bits
+        order like it."""
         b = self.buf
         ids = ids[self._candidates(ids)]
-        dist = np.abs(b.p_hat[ids] - 0.5).tolist()
-        vk = visit_keys(b.last_visit[ids], ids).tolist()
-        for entry in zip(dist, vk, ids.tolist()):
-            heapq.heappush(self.heap, entry)
+        return packed_keys(float_order(np.abs(b.p_hat[ids] - 0.5)), b.last_visit[ids], ids)
+
+    def _push(self, ids: np.ndarray) -> None:
+        add_to_heap(self.heap, len(ids), map(self._keys, chunks(ids)))
+
+    def _rebuild(self) -> None:
+        self.heap = []
+        self._push(self.ids.members())
 
     def insert(self, ids: np.ndarray) -> None:
         self.ids.insert(ids)
         self._push(ids)
+        if len(self.heap) > self.HEAP_GROWTH * len(self.ids) + self.HEAP_SLACK:
+            self._rebuild()
 
     def members(self) -> np.ndarray:
         return self.ids.members()
@@ -230,27 +243,27 @@ class PromptReplaySampler(Sampler):
     def pop(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         b, c = self.buf, self.buf.cfg.prompt_replay
         want = min(int(c.replay_fraction * n), len(self.ids))
+        heap, ids, reuse, p_hat, last_visit = self.heap, self.ids, self.reuse, b.p_hat, b.last_visit
         replay: list[int] = []
-        cooling: list[tuple[float, int, int]] = []
-        while len(replay) < want and self.heap:
-            entry = heapq.heappop(self.heap)
-            i = entry[2]
-            current = (
-                i in self.ids
-                and entry[0] == abs(b.p_hat[i] - 0.5)
-                and entry[1] == visit_key(int(b.last_visit[i]), i)
-            )
-            if not current or self.reuse[i] >= c.max_reuse:
-                continue  # stale: the problem was served or revisited since this entry was pushed
-            if b.step - b.last_visit[i] < c.cooldown_steps:
-                cooling.append(entry)
+        cooling: list[int] = []
+        while len(replay) < want and heap:
+            key = heapq.heappop(heap)
+            i = key_id(key)
+            if i not in ids or reuse[i] >= c.max_reuse:
+                continue  # served since this entry was pushed, or used up its replays
+            lv = int(last_visit[i])
+            # Python floats round |p̂ - 0.5| exactly as numpy did in ``_keys``.
+            if key != packed_key(float_order_one(abs(float(p_hat[i]) - 0.5)), lv, i):
+                continue  # stale: revisited since this entry was pushed
+            if b.step - lv < c.cooldown_steps:
+                cooling.append(key)
                 continue
             replay.append(i)
             # Out of the set at once: a release re-pushes an entry identical to one still in the heap,
             # and that duplicate, popped later in this loop, must read as stale, not serve i again.
-            self.ids.remove(np.array([i], dtype=np.int64))
-        for entry in cooling:
-            heapq.heappush(self.heap, entry)
+            ids.remove_one(i)
+        for key in cooling:
+            heapq.heappush(heap, key)
         replay_ids = np.asarray(replay, dtype=np.int64)
         self.reuse[replay_ids] += 1
         fresh = self.ids.draw(n - len(replay_ids), b.rng)
@@ -263,5 +276,4 @@ class PromptReplaySampler(Sampler):
     def load_state_dict(self, state: dict, available: np.ndarray) -> None:
         self.ids.load_state_dict(state["ids"])
         self.reuse[:] = state["reuse"]
-        self.heap = []
-        self._push(np.sort(self.ids.members()))
+        self._rebuild()

@@ -122,6 +122,17 @@ def test_numpy_integer_batch_size_is_accepted(busy):
     assert len(buf.sample(np.int64(2), step=1)) >= 2  # dapo_filter draws more
 
 
+@pytest.mark.parametrize("step", [2.7, 2.0, np.float64(2), True, np.bool_(True), "2", [2]])
+def test_non_integer_steps_are_refused(busy, step):
+    buf, *_ = busy
+    refuses(buf, lambda: buf.sample(1, step=step), "step must be an int")
+
+
+def test_numpy_integer_step_is_accepted(busy):
+    buf, *_ = busy
+    assert buf.sample(2, step=np.int64(3)).step == 3
+
+
 def test_step_going_back_is_refused(busy):
     buf, *_ = busy
     buf.sample(2, step=5)

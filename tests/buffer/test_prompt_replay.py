@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from buffer_helpers import buffer_with, make_cfg, rewards_for
+from buffer_helpers import assert_batches_equal, buffer_with, make_cfg, rewards_for
+from rlpp.buffer.samplers import PromptReplaySampler
 from rlpp.config.schema import PromptReplayConfig
 
 # Of 8: p = .5 .625 .375 .75 .25 .875 .125 1 0 .5 (exact in binary, so |p - .5| ties are exact).
@@ -145,3 +146,47 @@ def test_stale_entries_do_not_replay_problems_that_moved_out_of_the_window():
     buf.update(np.arange(10), rewards_for([8] * 10, 8))  # all solved: no candidate is left
     b = buf.sample(10)
     assert len(b) == 10 and (buf.sampler.reuse == 0).all()
+
+
+def replay_run(steps=60, n=40):
+    """Batches of 8 over ``steps`` steps, most updated, every third released, and the number of heap
+    rebuilds; the invariants and the heap's bound are checked after every step. Every visited problem
+    is a candidate and few are replayed, so entries of problems drawn fresh go stale and pile up."""
+    cfg = make_cfg("prompt_replay", prompt_replay=PromptReplayConfig(window=0.5, cooldown_steps=1, max_reuse=100,
+                                                                    replay_fraction=0.25))
+    buf = buffer_with(cfg, n)
+    s = buf.sampler
+    rebuilds = 0
+    rebuild = s._rebuild
+
+    def counted():
+        nonlocal rebuilds
+        rebuilds += 1
+        rebuild()
+
+    s._rebuild = counted
+    rng, batches = np.random.default_rng(0), []
+    for t in range(steps):
+        b = buf.sample(8)
+        batches.append(b)
+        if t % 3 == 0:
+            buf.release(b.ids)
+        else:
+            buf.update(b.ids, (rng.random((len(b), 4)) < 0.5).astype(float))
+        assert len(s.heap) <= s.HEAP_GROWTH * len(s.ids) + s.HEAP_SLACK
+        buf.check_invariants()
+    return batches, rebuilds
+
+
+def test_heap_rebuilds_keep_it_bounded_and_serve_the_same_batches(monkeypatch):
+    """Stale entries pile up until the heap outgrows its bound; the rebuild that drops them changes
+    nothing that is served. A tight bound (a rebuild every other insert or so) against the default one
+    (never reached with 40 problems)."""
+    expected, rebuilds = replay_run()
+    assert rebuilds == 0 and len(expected) == 60
+    monkeypatch.setattr(PromptReplaySampler, "HEAP_GROWTH", 1)
+    monkeypatch.setattr(PromptReplaySampler, "HEAP_SLACK", 0)
+    got, rebuilds = replay_run()
+    assert rebuilds > 20
+    for a, b in zip(expected, got, strict=True):
+        assert_batches_equal(a, b)

@@ -10,9 +10,11 @@ import sys
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rlpp", description="Ray-based RL post-training with prioritized replay.")
     sub = p.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("config", help="validate a config and print it fully resolved")
-    c.add_argument("config", nargs="?", help="YAML file (default: the built-in defaults)")
-    c.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. buffer.sampler=uniform")
+    for name, help_ in (("train", "run GRPO training (default: the built-in tiny CPU task)"),
+                        ("config", "validate a config and print it fully resolved")):
+        c = sub.add_parser(name, help=help_)
+        c.add_argument("config", nargs="?", help="YAML file (default: the built-in defaults, = configs/tiny.yaml)")
+        c.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. buffer.sampler=uniform")
     return p
 
 
@@ -31,7 +33,36 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "config":
         sys.stdout.write(to_yaml(cfg))
+        return 0
+    return _train(cfg)
+
+
+def _train(cfg) -> int:
+    import logging
+
+    from rlpp.trainer import Trainer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    trainer = Trainer(cfg)
+    try:
+        summary = trainer.fit()
+    finally:
+        trainer.close()
+    print("\n" + format_summary(summary))
     return 0
+
+
+def format_summary(s: dict) -> str:
+    pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
+    rows = [("held-out accuracy before RL", pct(s["initial_accuracy"])),
+            ("held-out accuracy after RL", pct(s["final_accuracy"])),
+            ("best held-out accuracy", f"{pct(s['best_accuracy'])} (step {s['best_step']})"),
+            ("warm-start dev accuracy", pct(s.get("warmstart_dev_accuracy"))),
+            ("steps / rollouts", f"{s['steps']} / {s['rollouts']}"),
+            ("wall time", f"{s['seconds']:.0f} s"),
+            ("run folder", s["output_dir"])]
+    width = max(len(k) for k, _ in rows)
+    return "rlpp train: done\n" + "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
 
 
 if __name__ == "__main__":

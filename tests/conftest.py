@@ -29,3 +29,34 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in gpu_items:
         item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A randomly initialised tiny Qwen2 model + character tokenizer saved as a model folder."""
+    from rlpp.config.schema import TinyModelConfig
+    from rlpp.data.synthetic import ARITHMETIC_CHARS
+    from rlpp.models.tiny import build_char_tokenizer, build_tiny_model, save_model
+
+    folder = tmp_path_factory.mktemp("tiny_model")
+    tok = build_char_tokenizer(ARITHMETIC_CHARS)
+    save_model(folder, build_tiny_model(TinyModelConfig(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128), tok, seed=0), tok)
+    return str(folder)
+
+
+@pytest.fixture
+def grpo_batch():
+    """Builds a TrainBatch of ``n`` groups of "12+7=": completion "19" rewarded 1, "55" rewarded 0."""
+    import torch
+
+    from rlpp.algo.batch import make_train_batch
+
+    def build(n_groups: int = 4):
+        prompt, good, bad = [5, 6, 14, 11, 17], [5, 13, 1], [9, 9, 1]
+        completions = [[(good, [-1.0] * 3), (bad, [-1.0] * 3)] for _ in range(n_groups)]
+        rewards = torch.tensor([[1.0, 0.0]] * n_groups)
+        batch, _ = make_train_batch([prompt] * n_groups, completions, rewards, std_normalize=True,
+                                    drop_zero_variance=True, pad_id=0)
+        return batch
+
+    return build

@@ -1,0 +1,89 @@
+"""From scored GRPO groups to the learner's padded tensors.
+
+Each kept sample becomes one row: prompt tokens then completion tokens, right-padded. ``loss_mask``
+marks the completion tokens (the ones the policy chose), so the learner predicts token t from t - 1
+and scores only those.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor
+
+from rlpp.algo.advantages import compute_advantages, zero_variance
+
+
+@dataclass
+class TrainBatch:
+    input_ids: Tensor  # (N, L) long: prompt + completion, right-padded
+    attention_mask: Tensor  # (N, L) long
+    loss_mask: Tensor  # (N, L) bool: completion tokens
+    advantages: Tensor  # (N,) float: one per sequence
+    rollout_logprobs: Tensor  # (N, L) float: the engine's log-probs at completion tokens, 0 elsewhere
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.loss_mask.sum())
+
+    def select(self, rows) -> "TrainBatch":
+        """Rows ``rows`` (an index list/tensor), trimmed to their longest sequence."""
+        idx = torch.as_tensor(rows, dtype=torch.long)
+        width = int(self.attention_mask[idx].sum(1).max()) if len(idx) else 1
+        return TrainBatch(**{f.name: self._rows(getattr(self, f.name), idx, width) for f in fields(self)})
+
+    @staticmethod
+    def _rows(t: Tensor, idx: Tensor, width: int) -> Tensor:
+        t = t[idx]
+        return t[:, :width] if t.dim() == 2 else t
+
+
+def make_train_batch(
+    prompts: list[list[int]],
+    completions: list[list[tuple[list[int], list[float]]]],
+    rewards: Tensor,
+    *,
+    std_normalize: bool,
+    drop_zero_variance: bool,
+    pad_id: int,
+) -> tuple[TrainBatch | None, dict[str, float]]:
+    """Advantages per group, then rows for the learner.
+
+    ``prompts[i]`` are prompt token ids of problem i, ``completions[i][j]`` its j-th (token ids, log-probs),
+    ``rewards`` has shape (P, G). Returns None for the batch when every group was dropped.
+    """
+    rewards = rewards.to(torch.float64)
+    adv = compute_advantages(rewards, "grpo" if std_normalize else "dr_grpo")
+    flat = zero_variance(rewards)
+    metrics = {
+        "rollout/zero_variance_frac": float(flat.double().mean()),
+        # Over every sample, dropped groups included: the learning signal per rollout generated.
+        "rollout/mean_abs_adv": float(adv.abs().mean()),
+        "rollout/reward_mean": float(rewards.mean()),
+    }
+    keep = [i for i in range(len(prompts)) if not (drop_zero_variance and flat[i])]
+    rows = [(prompts[i], completions[i][j], float(adv[i, j])) for i in keep for j in range(rewards.shape[1])]
+    metrics["train/sequences"] = len(rows)
+    if not rows:
+        return None, metrics
+    width = max(len(p) + len(c[0]) for p, c, _ in rows)
+    n = len(rows)
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+    attention = torch.zeros((n, width), dtype=torch.long)
+    loss_mask = torch.zeros((n, width), dtype=torch.bool)
+    logprobs = torch.zeros((n, width), dtype=torch.float32)
+    for r, (p, (ids, lps), _) in enumerate(rows):
+        end = len(p) + len(ids)
+        input_ids[r, : len(p)] = torch.tensor(p)
+        input_ids[r, len(p) : end] = torch.tensor(ids, dtype=torch.long)
+        attention[r, :end] = 1
+        loss_mask[r, len(p) : end] = True
+        logprobs[r, len(p) : end] = torch.tensor(lps, dtype=torch.float32)
+    advantages = torch.tensor([a for _, _, a in rows], dtype=torch.float32)
+    batch = TrainBatch(input_ids, attention, loss_mask, advantages, logprobs)
+    metrics["train/tokens"] = batch.num_tokens
+    return batch, metrics

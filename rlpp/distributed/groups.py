@@ -1,0 +1,116 @@
+"""Actor groups: the one place that turns plain classes into Ray actors with resources and ranks.
+
+``RolloutGroup`` splits each step's problems across its rollout actors; ``LearnerGroup`` forms the
+data-parallel process group of learner actors (rank 0's node hosts the rendezvous) and splits each
+training batch so every rank runs the same number of micro-batches. Rollout and learner resources
+are configured independently.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import ray
+
+from rlpp.algo.batch import TrainBatch
+from rlpp.algo.loss import LossNorm
+from rlpp.config.schema import Config
+from rlpp.data.problems import ProblemSet
+from rlpp.learner.learner import Learner
+from rlpp.rollout.engine import Sampling
+from rlpp.rollout.worker import RolloutResult, RolloutWorker
+
+log = logging.getLogger(__name__)
+
+
+class RolloutFailed(RuntimeError):
+    """Some rollout actors failed; ``ids`` are the problems whose results never came."""
+
+    def __init__(self, ids: np.ndarray, cause: BaseException):
+        super().__init__(f"rollout of {len(ids)} problems failed: {cause}")
+        self.ids, self.cause = ids, cause
+
+
+class RolloutGroup:
+    def __init__(self, cfg: Config, model_path: str, problems: dict[str, ProblemSet], seed: int):
+        rc = cfg.rollout
+        gpus = rc.gpus_per_actor or (rc.vllm.tensor_parallel_size if rc.engine == "vllm" and _has_gpus() else 0)
+        actor = ray.remote(RolloutWorker).options(num_cpus=rc.cpus_per_actor, num_gpus=gpus)
+        problems_ref = ray.put(problems)  # stored once, shared by every actor
+        self.actors = [actor.remote(cfg, model_path, problems_ref, seed + 1000 * i) for i in range(rc.num_actors)]
+        ray.get([a.ping.remote() for a in self.actors])
+
+    def generate(self, split: str, ids: np.ndarray, sampling: Sampling) -> RolloutResult:
+        """Scored groups for ``ids``; raises ``RolloutFailed`` naming the ids that got no result."""
+        chunks = [c for c in np.array_split(np.asarray(ids, dtype=np.int64), len(self.actors)) if len(c)]
+        refs = [a.generate.remote(split, c, sampling) for a, c in zip(self.actors, chunks)]
+        results, failed, cause = [], [], None
+        for ref, chunk in zip(refs, chunks):
+            try:
+                results.append(ray.get(ref))
+            except (ray.exceptions.RayError, RuntimeError) as e:
+                failed.append(chunk)
+                cause = e
+        if failed:
+            raise RolloutFailed(np.concatenate(failed), cause)
+        return RolloutResult.concat(results)
+
+    def load_weights(self, weights_ref: ray.ObjectRef) -> None:
+        # A top-level ObjectRef argument is resolved inside each actor, straight from the object store.
+        ray.get([a.load_weights.remote(weights_ref) for a in self.actors])
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            ray.kill(a)
+
+
+class LearnerGroup:
+    def __init__(self, cfg: Config, model_path: str):
+        lc = cfg.learner
+        self.cfg, self.world_size = cfg, lc.num_actors
+        actor = ray.remote(Learner).options(num_cpus=lc.cpus_per_actor, num_gpus=lc.gpus_per_actor)
+        self.actors = [actor.remote(cfg, model_path, rank, lc.num_actors) for rank in range(lc.num_actors)]
+        addr, port = ray.get(self.actors[0].endpoint.remote())
+        # Every rank joins the rendezvous at once; DeepSpeed's init blocks until all have arrived.
+        ray.get([a.connect.remote(addr, port) for a in self.actors])
+
+    def train(self, batch: TrainBatch) -> dict[str, float]:
+        """One optimizer step over ``batch``, its rows split evenly across ranks."""
+        w, mbs = self.world_size, self.cfg.learner.micro_batch_size
+        shards = [batch.select(rows) for rows in np.array_split(np.arange(len(batch)), w)]
+        n_micro = max(1, max(math.ceil(len(s) / mbs) for s in shards))
+        plans = []
+        for s in shards:
+            micro = [s.select(r) for r in np.array_split(np.arange(len(s)), math.ceil(len(s) / mbs))] if len(s) else []
+            plans.append(micro + [None] * (n_micro - len(micro)))
+        norm = LossNorm(total_sequences=len(batch), total_tokens=batch.num_tokens,
+                        max_len=self.cfg.rollout.max_new_tokens)
+        outs = ray.get([a.train.remote(p, norm) for a, p in zip(self.actors, plans)])
+        tokens = max(1, sum(o["tokens"] for o in outs))
+        metrics = {"train/loss": sum(o["loss"] for o in outs), "train/pg_loss": sum(o["pg_loss"] for o in outs),
+                   "train/grad_norm": outs[0]["grad_norm"], "train/lr": outs[0]["lr"]}
+        for k in ("clip_frac", "kl", "entropy", "logprob_diff"):
+            metrics[f"train/{k}"] = sum(o[k] for o in outs) / tokens
+        return metrics
+
+    def weights(self) -> ray.ObjectRef:
+        """Rank 0's full weights in the object store (every rank takes part: ZeRO-3 gathers)."""
+        refs = [a.named_weights.remote() for a in self.actors]
+        ray.get(refs[1:])  # the other ranks return None once they have taken part
+        return refs[0]
+
+    def save(self, folder: str) -> None:
+        ray.get([a.save.remote(folder) for a in self.actors])
+
+    def load(self, folder: str) -> None:
+        ray.get([a.load.remote(folder) for a in self.actors])
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            ray.kill(a)
+
+
+def _has_gpus() -> bool:
+    return ray.cluster_resources().get("GPU", 0) > 0

@@ -1,0 +1,1 @@
+"""The learner: DeepSpeed engines performing GRPO updates (plain classes; Ray wraps them)."""

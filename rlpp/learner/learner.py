@@ -1,0 +1,197 @@
+"""One learner rank: a DeepSpeed engine over the policy, GRPO steps, weights out, checkpoints.
+
+A plain class; ``rlpp.distributed.learner_group`` wraps W of them in Ray actors that form one
+data-parallel process group (gloo on CPU, NCCL on GPU).
+
+One ``train`` call is one optimizer step over every micro-batch it is given. DeepSpeed runs with
+``managed_gradient_accumulation: false``: ``backward`` only accumulates and ``step`` is the boundary,
+so a step may hold however many micro-batches survived the zero-variance filter. Every rank must still
+run the same number of micro-batches (ZeRO's collectives are per forward/backward), which the group
+guarantees by padding with empty ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from rlpp.algo.batch import TrainBatch
+from rlpp.algo.loss import LossNorm, PolicyLossInput, policy_loss
+from rlpp.config.schema import Config
+from rlpp.models.tiny import load_model
+
+log = logging.getLogger(__name__)
+
+
+def deepspeed_config(cfg: Config, world_size: int) -> dict:
+    lc = cfg.learner
+    bf16 = cfg.model.dtype == "bfloat16"
+    config = {
+        "train_micro_batch_size_per_gpu": lc.micro_batch_size,
+        "gradient_accumulation_steps": 1,
+        "train_batch_size": lc.micro_batch_size * world_size,
+        "managed_gradient_accumulation": False,
+        "gradient_clipping": lc.grad_clip,
+        "zero_optimization": {"stage": lc.zero_stage},
+        "bf16": {"enabled": bf16},
+        "optimizer": {
+            "type": "AdamW",
+            # torch's AdamW: no 45 s FusedAdam JIT build, and the same numerics on CPU and GPU.
+            "params": {"lr": lc.lr, "weight_decay": lc.weight_decay, "betas": [0.9, 0.999], "torch_adam": True},
+        },
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if lc.warmup_steps:  # DeepSpeed's WarmupLR refuses 0 steps; no scheduler is a constant rate
+        config["scheduler"] = {
+            "type": "WarmupLR",
+            "params": {"warmup_min_lr": 0.0, "warmup_max_lr": lc.lr, "warmup_num_steps": lc.warmup_steps,
+                       "warmup_type": "linear"},
+        }
+    return config
+
+
+class Learner:
+    """Data-parallel rank ``rank`` of ``world_size``."""
+
+    def __init__(self, cfg: Config, model_path: str, rank: int, world_size: int):
+        self.cfg, self.model_path, self.rank, self.world_size = cfg, model_path, rank, world_size
+        self.temperature = cfg.rollout.temperature
+
+    @staticmethod
+    def endpoint() -> tuple[str, int]:
+        """This node's address and a free port, for rank 0 to host the process group's rendezvous."""
+        import socket
+
+        import ray
+
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        return ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1", port
+
+    def connect(self, master_addr: str, master_port: int) -> None:
+        """Join the process group and build the DeepSpeed engine (all ranks at once)."""
+        cfg, rank, world_size, model_path = self.cfg, self.rank, self.world_size, self.model_path
+        use_cuda = cfg.learner.gpus_per_actor > 0
+        os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
+                          WORLD_SIZE=str(world_size), LOCAL_RANK="0")
+        if not use_cuda:
+            torch.set_num_threads(cfg.learner.torch_threads)
+        import deepspeed
+
+        self.device = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
+        if use_cuda:
+            torch.cuda.set_device(self.device)
+        deepspeed.init_distributed(dist_backend="nccl" if use_cuda else "gloo", auto_mpi_discovery=False)
+        torch.manual_seed(cfg.seed + rank)
+        model = load_model(model_path, cfg.model.dtype, cfg.model.trust_remote_code)
+        self.ref = None
+        if cfg.algo.kl_coef > 0:
+            self.ref = load_model(model_path, cfg.model.dtype, cfg.model.trust_remote_code).to(self.device).eval()
+            self.ref.requires_grad_(False)
+        self.engine, _, _, _ = deepspeed.initialize(
+            model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
+            config=deepspeed_config(cfg, world_size),
+        )
+
+    # ------------------------------------------------------------------ training
+    def train(self, micro_batches: list[TrainBatch | None], norm: LossNorm) -> dict[str, float]:
+        """One optimizer step. ``norm`` holds the step's global sequence/token counts (all ranks)."""
+        engine, algo = self.engine, self.cfg.algo
+        engine.train()
+        sums = {"loss": 0.0, "pg_loss": 0.0, "clip_frac": 0.0, "kl": 0.0, "logprob_diff": 0.0, "entropy": 0.0}
+        tokens = 0
+        for mb in micro_batches:
+            empty = mb is None or mb.num_tokens == 0
+            mb = self._placeholder() if mb is None else mb
+            logp, entropy = self._logprobs(engine, mb, with_entropy=True)
+            mask = mb.loss_mask[:, 1:].to(self.device)
+            ref = None
+            if self.ref is not None:
+                with torch.no_grad():
+                    ref, _ = self._logprobs(self.ref, mb)
+            out = policy_loss(
+                PolicyLossInput(logprobs=logp, old_logprobs=logp.detach(), advantages=mb.advantages.to(self.device),
+                                mask=mask, ref_logprobs=ref),
+                variant=algo.loss, clip_low=algo.clip_low, clip_high=algo.clip_high, kl_coef=algo.kl_coef,
+                total_sequences=norm.total_sequences, total_tokens=norm.total_tokens, max_len=norm.max_len,
+            )
+            # DeepSpeed averages gradients over ranks; the loss is already a share of the global sum.
+            engine.backward(out.loss * (0.0 if empty else self.world_size), scale_wrt_gas=False)
+            if empty:
+                continue
+            n = mb.num_tokens
+            tokens += n
+            sums["loss"] += out.loss.item()
+            sums["pg_loss"] += out.metrics["pg_loss"]
+            for k in ("clip_frac", "kl"):
+                sums[k] += out.metrics.get(k, 0.0) * n
+            m = mask.bool()
+            sums["logprob_diff"] += float((logp.detach() - mb.rollout_logprobs[:, 1:].to(self.device))[m].abs().sum())
+            sums["entropy"] += float(entropy[m].sum())
+        local_norm = self._local_grad_norm() if self.cfg.learner.zero_stage == 0 else None
+        engine.step()
+        # ZeRO optimizers report the global norm; without ZeRO DeepSpeed clips but keeps the norm to
+        # itself, so report the one measured here (exact for one learner, rank 0's share otherwise).
+        grad_norm = engine.get_global_grad_norm()
+        grad_norm = local_norm if grad_norm is None else grad_norm
+        # Sums over this rank's tokens; the group adds ranks up and divides by the step's token count.
+        return {
+            **sums, "tokens": tokens, "lr": float(engine.get_lr()[0]),
+            "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+        }
+
+    def _local_grad_norm(self) -> float:
+        grads = [p.grad.detach().float() for p in self.engine.module.parameters() if p.grad is not None]
+        return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) if grads else 0.0
+
+    def _placeholder(self) -> TrainBatch:
+        """An empty micro-batch: keeps this rank's forward/backward count equal to the others'."""
+        one = torch.zeros((1, 1), dtype=torch.long)
+        return TrainBatch(one, torch.ones_like(one), one.bool(), torch.zeros(1), torch.zeros((1, 1)))
+
+    def _logprobs(self, model, mb: TrainBatch, with_entropy: bool = False):
+        ids = mb.input_ids.to(self.device)
+        logits = model(input_ids=ids, attention_mask=mb.attention_mask.to(self.device)).logits[:, :-1].float()
+        logits = logits / self.temperature
+        logp_all = torch.log_softmax(logits, dim=-1)
+        logp = logp_all.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        entropy = None
+        if with_entropy:
+            with torch.no_grad():
+                entropy = -(logp_all.exp() * logp_all).sum(-1)
+        return logp, entropy
+
+    # ------------------------------------------------------------------ weights
+    def named_weights(self) -> dict[str, torch.Tensor] | None:
+        """Full weights on CPU (rank 0; None elsewhere). Collective under ZeRO-3: call on every rank."""
+        module = self.engine.module
+        if self.cfg.learner.zero_stage == 3:
+            import deepspeed
+
+            out = {}
+            for name, p in module.named_parameters():
+                with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
+                    if self.rank == 0:
+                        out[name] = p.detach().to("cpu", copy=True)
+            return out if self.rank == 0 else None
+        if self.rank != 0:
+            return None
+        return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, folder: str) -> None:
+        """HF weights (``save_pretrained``, rank 0) plus DeepSpeed optimizer/scheduler state (all ranks)."""
+        weights = self.named_weights()
+        if self.rank == 0:
+            self.engine.module.save_pretrained(folder, state_dict=weights)
+        self.engine.save_checkpoint(str(Path(folder) / "deepspeed"), tag="state")
+
+    def load(self, folder: str) -> None:
+        path, _ = self.engine.load_checkpoint(str(Path(folder) / "deepspeed"), tag="state")
+        if path is None:
+            raise FileNotFoundError(f"no DeepSpeed state under {folder}/deepspeed")

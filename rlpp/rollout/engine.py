@@ -1,0 +1,63 @@
+"""The engine protocol: token ids in, G completions per prompt with per-token log-probs out.
+
+Engines work on token ids only. rlpp tokenizes prompts itself (with the tokenizer class the model was
+saved with) and decodes completions itself, so vLLM runs with ``skip_tokenizer_init`` and both engines
+see exactly the same tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to sample one call's completions."""
+
+    n: int  # completions per prompt (the GRPO group size G; 1 for evaluation)
+    temperature: float  # 0 means greedy
+    top_p: float
+    max_new_tokens: int
+
+
+@dataclass
+class Completion:
+    """One generated continuation of a prompt."""
+
+    token_ids: list[int]  # generated tokens, ending with eos when the model stopped by itself
+    logprobs: list[float]  # log-prob of each token under the sampling distribution softmax(logits / T)
+    finished: bool  # True when the model emitted eos, False when max_new_tokens cut it
+
+
+class RolloutEngine(Protocol):
+    def generate(self, prompts: list[list[int]], sampling: Sampling) -> list[list[Completion]]:
+        """For each prompt (token ids), ``sampling.n`` completions."""
+        ...
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Replace the model's weights (names as in the HF model's ``state_dict``)."""
+        ...
+
+
+def cut_at_eos(token_ids: list[int], logprobs: list[float], eos_ids: set[int]) -> Completion:
+    """Keep tokens up to and including the first eos (what follows is padding)."""
+    for i, t in enumerate(token_ids):
+        if t in eos_ids:
+            return Completion(token_ids[: i + 1], logprobs[: i + 1], True)
+    return Completion(list(token_ids), list(logprobs), False)
+
+
+def create_engine(kind: str, model_path: str, **kwargs) -> RolloutEngine:
+    """The engine named by ``rollout.engine``; imports only what that engine needs."""
+    if kind == "hf":
+        from rlpp.rollout.hf_engine import HFEngine
+
+        return HFEngine(model_path, **kwargs)
+    if kind == "vllm":
+        from rlpp.rollout.vllm_engine import VllmEngine
+
+        return VllmEngine(model_path, **kwargs)
+    raise ValueError(f"rollout.engine must be 'hf' or 'vllm', got {kind!r}")

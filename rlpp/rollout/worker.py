@@ -1,0 +1,105 @@
+"""The rollout worker: engine + tokenizer + problems + reward. Ray makes it the rollout actor.
+
+It receives problem ids (the buffer's currency) and returns scored GRPO groups; problem text never
+crosses the wire after start-up, since every worker holds the problem sets.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from rlpp.config.schema import Config
+from rlpp.data.problems import ProblemSet
+from rlpp.models.tiny import load_tokenizer
+from rlpp.reward.scorer import RewardScorer
+from rlpp.rollout.engine import Completion, Sampling, create_engine
+
+
+@dataclass
+class RolloutResult:
+    """Scored groups for the problems ``ids`` of one split."""
+
+    ids: np.ndarray  # (P,) problem ids
+    prompt_ids: list[list[int]]  # P prompts as token ids
+    completions: list[list[Completion]]  # P groups of G completions
+    rewards: np.ndarray  # (P, G) float
+    texts: list[list[str]]  # decoded completions (for logs and reward debugging)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @staticmethod
+    def concat(parts: list["RolloutResult"]) -> "RolloutResult":
+        metrics: dict[str, float] = {}
+        for p in parts:
+            for k, v in p.metrics.items():
+                # Times of actors working in parallel: the slowest one is the wall time.
+                metrics[k] = max(metrics.get(k, 0.0), v) if k.startswith("time/") else metrics.get(k, 0.0) + v
+        return RolloutResult(
+            ids=np.concatenate([p.ids for p in parts]) if parts else np.empty(0, dtype=np.int64),
+            prompt_ids=[x for p in parts for x in p.prompt_ids],
+            completions=[x for p in parts for x in p.completions],
+            rewards=np.concatenate([p.rewards for p in parts]) if parts else np.empty((0, 0)),
+            texts=[x for p in parts for x in p.texts],
+            metrics=metrics,
+        )
+
+
+class RolloutWorker:
+    def __init__(self, cfg: Config, model_path: str, problems: dict[str, ProblemSet], seed: int):
+        rc = cfg.rollout
+        if rc.gpus_per_actor == 0:
+            torch.set_num_threads(rc.torch_threads)
+        self.cfg = cfg
+        self.problems = problems
+        self.tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+        kwargs: dict = dict(dtype=cfg.model.dtype, seed=seed, trust_remote_code=cfg.model.trust_remote_code)
+        if rc.engine == "vllm":
+            v = rc.vllm
+            kwargs.update(tensor_parallel_size=v.tensor_parallel_size, gpu_memory_utilization=v.gpu_memory_utilization,
+                          enforce_eager=v.enforce_eager, max_model_len=v.max_model_len)
+        elif rc.gpus_per_actor > 0:
+            kwargs["device"] = "cuda"
+        self.engine = create_engine(rc.engine, model_path, **kwargs)
+        self.scorer = RewardScorer(cfg.reward)
+        self._prompt_cache: dict[tuple[str, int], list[int]] = {}
+
+    def generate(self, split: str, ids, sampling: Sampling) -> RolloutResult:
+        ids = np.asarray(ids, dtype=np.int64)
+        problems = self.problems[split]
+        prompts = [self._prompt(split, int(i)) for i in ids]
+        t0 = time.perf_counter()
+        groups = self.engine.generate(prompts, sampling) if len(ids) else []
+        t1 = time.perf_counter()
+        texts = [[self.tokenizer.decode(c.token_ids, skip_special_tokens=True) for c in g] for g in groups]
+        flat_texts = [t for g in texts for t in g]
+        answers = [problems.answers[int(i)] for i in ids for _ in range(sampling.n)]
+        scores, reward_metrics = self.scorer.score(flat_texts, answers)
+        t2 = time.perf_counter()
+        tokens = sum(len(c.token_ids) for g in groups for c in g)
+        metrics = {**reward_metrics, "time/generate": t1 - t0, "time/reward": t2 - t1,
+                   "rollout/tokens": float(tokens), "rollout/truncated": float(sum(not c.finished for g in groups for c in g))}
+        metrics.pop("reward/mean", None)
+        rewards = np.asarray(scores, dtype=np.float64).reshape(len(ids), sampling.n)
+        return RolloutResult(ids, prompts, groups, rewards, texts, metrics)
+
+    def _prompt(self, split: str, i: int) -> list[int]:
+        key = (split, i)
+        if key not in self._prompt_cache:
+            text = self.problems[split].prompts[i]
+            if self.cfg.data.chat_template:
+                ids = self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
+                                                         add_generation_prompt=True, tokenize=True)
+                ids = list(ids["input_ids"] if isinstance(ids, dict) else ids)
+            else:
+                ids = self.tokenizer.encode(text, add_special_tokens=False)
+            self._prompt_cache[key] = ids
+        return self._prompt_cache[key]
+
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        self.engine.load_weights(weights.items())
+
+    def ping(self) -> bool:
+        return True

@@ -1,0 +1,1 @@
+"""Learner → rollout weight transfer: NCCL broadcast on GPU (``rlpp.sync.nccl``)."""

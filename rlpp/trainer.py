@@ -1,0 +1,188 @@
+"""The GRPO loop: buffer → rollouts → buffer update → learner → weight sync → log.
+
+``Trainer.fit`` is the whole loop and reads top to bottom; set-up, evaluation and checkpoints are the
+methods beside it. The buffer, rollout and learner actors are created here, at wiring time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+
+from rlpp.algo.batch import make_train_batch
+from rlpp.config.loader import to_yaml
+from rlpp.config.schema import Config
+from rlpp.data.loader import load_problems
+from rlpp.distributed.buffer_actor import create_buffer_actor
+from rlpp.distributed.groups import LearnerGroup, RolloutFailed, RolloutGroup
+from rlpp.metrics import MetricsSink, PhaseTimer
+from rlpp.models.tiny import load_tokenizer
+from rlpp.models.warmstart import prepare_model
+from rlpp.rollout.engine import Sampling
+from rlpp.rollout.worker import RolloutResult
+
+log = logging.getLogger(__name__)
+
+
+class Trainer:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.out = Path(cfg.trainer.output_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.yaml").write_text(to_yaml(cfg))
+        self.train_set, self.dev_set, self.eval_set = load_problems(cfg.data)
+        self.model_path, self.warmstart = prepare_model(cfg, self.dev_set, self.eval_set)
+        self.pad_id = load_tokenizer(self.model_path, cfg.model.trust_remote_code).pad_token_id
+        _init_ray(cfg)
+        problems = {"train": self.train_set, "dev": self.dev_set, "eval": self.eval_set}
+        self.buffer = create_buffer_actor(cfg.buffer, len(self.train_set), seed=cfg.seed, num_cpus=0)
+        self.rollouts = RolloutGroup(cfg, self.model_path, problems, seed=cfg.seed)
+        self.learners = LearnerGroup(cfg, self.model_path)
+        rc = cfg.rollout
+        self.sampling = Sampling(rc.group_size, rc.temperature, rc.top_p, rc.max_new_tokens)
+        self.greedy = Sampling(1, 0.0, 1.0, rc.max_new_tokens)
+        self.sink = MetricsSink(self.out, tensorboard=cfg.log.tensorboard)
+        self.rollouts_done = 0
+        self.history: list[dict] = []
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> dict:
+        cfg, t_start = self.cfg.trainer, time.perf_counter()
+        self.history.append(self.evaluate(step=0))
+        bar = _progress(cfg.steps, self.cfg.log.progress_bar)
+        for step in range(1, cfg.steps + 1):
+            timer = PhaseTimer()
+            with timer("rollout"):
+                result = self.collect(step, timer)
+            batch, metrics = make_train_batch(
+                result.prompt_ids, [[(c.token_ids, c.logprobs) for c in g] for g in result.completions],
+                torch.as_tensor(result.rewards), std_normalize=self.cfg.algo.std_normalize,
+                drop_zero_variance=self.cfg.algo.drop_zero_variance, pad_id=self.pad_id)
+            with timer("train"):
+                metrics.update(self.learners.train(batch) if batch is not None else {})
+            with timer("sync"):
+                self.rollouts.load_weights(self.learners.weights())
+            metrics.update(self._rollout_metrics(result, step, timer))
+            self.sink.log(step, metrics)
+            if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
+                self.history.append(self.evaluate(step))
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step != cfg.steps:
+                self.save(step)
+            bar.update(1)
+            bar.set_postfix(acc=f"{self.history[-1]['eval/accuracy']:.3f}", pass_rate=f"{metrics['rollout/pass_rate']:.2f}")
+        bar.close()
+        ray.get(self.buffer.check_invariants.remote())  # every problem in exactly one pool, none lost
+        self.save(cfg.steps)
+        return self.summary(time.perf_counter() - t_start)
+
+    def collect(self, step: int, timer: PhaseTimer) -> RolloutResult:
+        """Sample problems, generate and score their groups, and record the results in the buffer.
+
+        ``dapo_filter`` draws extra problems and keeps up to B groups that carry signal, drawing again
+        (same step, at most 3 rounds) while fewer survive; every group generated is counted as spent.
+        """
+        b = self.cfg.trainer.batch_size
+        kept: list[RolloutResult] = []
+        for round_ in range(3 if self.cfg.buffer.sampler == "dapo_filter" else 1):
+            with timer("buffer"):
+                ids = ray.get(self.buffer.sample.remote(b, step)).ids
+            try:
+                result = self.rollouts.generate("train", ids, self.sampling)
+            except RolloutFailed as e:
+                ray.get(self.buffer.release.remote(e.ids))  # their problems go back unchanged, never lost
+                raise
+            with timer("buffer"):
+                ray.get(self.buffer.update.remote(result.ids, result.rewards))
+            self.rollouts_done += result.rewards.size
+            if self.cfg.buffer.sampler != "dapo_filter":
+                return result
+            signal = result.rewards.max(axis=1) > result.rewards.min(axis=1)
+            kept.append(_take(result, np.flatnonzero(signal)))
+            if sum(len(k.ids) for k in kept) >= b:
+                break
+        merged = RolloutResult.concat(kept)
+        return _take(merged, np.arange(min(b, len(merged.ids))))
+
+    # ------------------------------------------------------------------ around the loop
+    def evaluate(self, step: int, split: str = "eval") -> dict:
+        problems = self.eval_set if split == "eval" else self.dev_set
+        result = self.rollouts.generate(split, np.arange(len(problems)), self.greedy)
+        correct = result.rewards[:, 0] >= self.cfg.buffer.success_threshold
+        metrics = {f"{split}/accuracy": float(correct.mean()), "rollouts": self.rollouts_done}
+        if problems.levels is not None:
+            for level in np.unique(problems.levels):
+                metrics[f"{split}/accuracy_level{level}"] = float(correct[problems.levels == level].mean())
+        self.sink.log(step, metrics)
+        log.info("step %d: %s accuracy %.4f", step, split, metrics[f"{split}/accuracy"])
+        return {"step": step, **metrics}
+
+    def _rollout_metrics(self, result: RolloutResult, step: int, timer: PhaseTimer) -> dict:
+        stats = ray.get(self.buffer.stats.remote())
+        success = result.rewards >= self.cfg.buffer.success_threshold
+        return {**result.metrics, **timer.metrics(), **stats, "rollouts": self.rollouts_done,
+                "rollout/pass_rate": float(success.mean()),
+                "rollout/tokens_per_s": result.metrics.get("rollout/tokens", 0.0) / max(result.metrics.get("time/generate", 0.0), 1e-9)}
+
+    def save(self, step: int) -> Path:
+        """Model in HF format + tokenizer + DeepSpeed optimizer state + buffer and trainer state."""
+        folder = self.out / "checkpoints" / f"step_{step:06d}"
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.learners.save(str(tmp))
+        load_tokenizer(self.model_path, self.cfg.model.trust_remote_code).save_pretrained(tmp)
+        for marker in Path(self.model_path).glob("rlpp_tokenizer.json"):
+            shutil.copy(marker, tmp / marker.name)
+        torch.save(ray.get(self.buffer.state_dict.remote()), tmp / "buffer.pt")
+        (tmp / "trainer.json").write_text(json.dumps({"step": step, "rollouts": self.rollouts_done}))
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)  # a checkpoint folder without ".tmp" is always complete
+        return folder
+
+    def summary(self, seconds: float) -> dict:
+        first, last = self.history[0], self.history[-1]
+        best = max(self.history, key=lambda h: h["eval/accuracy"])
+        out = {"warmstart_dev_accuracy": self.warmstart.get("dev_accuracy"),
+               "initial_accuracy": first["eval/accuracy"], "final_accuracy": last["eval/accuracy"],
+               "best_accuracy": best["eval/accuracy"], "best_step": best["step"], "steps": self.cfg.trainer.steps,
+               "rollouts": self.rollouts_done, "seconds": round(seconds, 1), "output_dir": str(self.out)}
+        (self.out / "summary.json").write_text(json.dumps(out, indent=1))
+        return out
+
+    def close(self) -> None:
+        self.sink.close()
+        for group in (self.rollouts, self.learners):
+            group.shutdown()
+        ray.kill(self.buffer)
+
+
+def _take(result: RolloutResult, rows: np.ndarray) -> RolloutResult:
+    rows = rows.tolist()
+    return RolloutResult(result.ids[rows], [result.prompt_ids[i] for i in rows], [result.completions[i] for i in rows],
+                         result.rewards[rows], [result.texts[i] for i in rows], result.metrics)
+
+
+def _init_ray(cfg: Config) -> None:
+    if ray.is_initialized():
+        return
+    if cfg.ray.address:
+        ray.init(address=cfg.ray.address)
+    elif os.environ.get("RAY_ADDRESS"):  # set for the entrypoint of a submitted Ray job
+        ray.init()
+    else:  # a private local instance, on loopback only
+        ray.init(num_cpus=cfg.ray.num_cpus or None, include_dashboard=False, log_to_driver=False,
+                 _node_ip_address="127.0.0.1")
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, desc="rlpp train", unit="step", dynamic_ncols=True)

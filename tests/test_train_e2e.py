@@ -1,0 +1,50 @@
+"""One tiny end-to-end ``rlpp train`` run, as a user starts it, checked through what it logged."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from rlpp.metrics import read_metrics
+
+
+@pytest.mark.slow
+def test_rlpp_train_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "rlpp.cli", "train", "configs/tiny.yaml",
+           f"trainer.output_dir={out}", "trainer.steps=12", "trainer.eval_every=6", "trainer.batch_size=8",
+           "buffer.retest.per_round=4", "buffer.retest.every_steps=4",
+           "data.synthetic.num_train=200", "data.synthetic.num_dev=100", "data.synthetic.num_eval=100",
+           "model.warmstart.target_accuracy=0.1", "model.warmstart.num_problems=5000",
+           f"model.warmstart.cache_dir={tmp_path / 'cache'}", "learner.lr=1e-3", "log.progress_bar=false"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "held-out accuracy after RL" in proc.stdout
+
+    records = read_metrics(out / "metrics.jsonl")
+    steps = [r for r in records if "train/loss" in r or "rollout/pass_rate" in r]
+    assert [r["step"] for r in steps] == list(range(1, 13))
+    for r in steps:
+        pools = [r[f"buffer/{p}"] for p in ("heap", "solved", "unsolved", "in_flight")]
+        assert sum(pools) == 200 and r["buffer/in_flight"] == 0  # nothing lost, nothing left in flight
+        assert r["rollouts"] == 64 * r["step"]
+        if "train/loss" in r:
+            assert math.isfinite(r["train/loss"]) and math.isfinite(r["train/grad_norm"])
+        for phase in ("rollout", "train", "sync", "buffer"):
+            assert r[f"time/{phase}"] >= 0
+    assert any("train/loss" in r for r in steps)
+    assert steps[-1]["buffer/updates"] == 8 * 12
+    evals = [r for r in records if "eval/accuracy" in r]
+    assert [e["step"] for e in evals] == [0, 6, 12]
+    assert evals[0]["eval/accuracy"] != evals[-1]["eval/accuracy"]  # the policy moved
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final_accuracy"] == evals[-1]["eval/accuracy"]
+    ckpt = out / "checkpoints" / "step_000012"
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "buffer.pt", "trainer.json", "deepspeed"):
+        assert (ckpt / name).exists(), name
+    assert not list((out / "checkpoints").glob("*.tmp"))

@@ -23,6 +23,7 @@ from rlpp.config.schema import Config
 from rlpp.data.loader import load_problems
 from rlpp.distributed.buffer_actor import create_buffer_actor
 from rlpp.distributed.groups import LearnerGroup, RolloutFailed, RolloutGroup
+from rlpp.distributed.weight_sync import WeightSync
 from rlpp.metrics import MetricsSink, PhaseTimer
 from rlpp.models.tiny import load_tokenizer
 from rlpp.models.warmstart import prepare_model
@@ -46,6 +47,7 @@ class Trainer:
         self.buffer = create_buffer_actor(cfg.buffer, len(self.train_set), seed=cfg.seed, num_cpus=0)
         self.rollouts = RolloutGroup(cfg, self.model_path, problems, seed=cfg.seed)
         self.learners = LearnerGroup(cfg, self.model_path)
+        self.sync_weights = WeightSync(cfg, self.learners, self.rollouts)
         rc = cfg.rollout
         self.sampling = Sampling(rc.group_size, rc.temperature, rc.top_p, rc.max_new_tokens)
         self.greedy = Sampling(1, 0.0, 1.0, rc.max_new_tokens)
@@ -69,18 +71,22 @@ class Trainer:
             with timer("train"):
                 metrics.update(self.learners.train(batch) if batch is not None else {})
             with timer("sync"):
-                self.rollouts.load_weights(self.learners.weights())
+                self.sync_weights()
             metrics.update(self._rollout_metrics(result, step, timer))
             self.sink.log(step, metrics)
-            if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
+            last = step == cfg.steps or 0 < cfg.max_rollouts <= self.rollouts_done
+            if (cfg.eval_every and step % cfg.eval_every == 0) or last:
                 self.history.append(self.evaluate(step))
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step != cfg.steps:
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not last:
                 self.save(step)
             bar.update(1)
             bar.set_postfix(acc=f"{self.history[-1]['eval/accuracy']:.3f}", pass_rate=f"{metrics['rollout/pass_rate']:.2f}")
+            if last:
+                break
         bar.close()
         ray.get(self.buffer.check_invariants.remote())  # every problem in exactly one pool, none lost
-        self.save(cfg.steps)
+        self.save(step)
+        self.steps_done = step
         return self.summary(time.perf_counter() - t_start)
 
     def collect(self, step: int, timer: PhaseTimer) -> RolloutResult:
@@ -121,6 +127,10 @@ class Trainer:
             for level in np.unique(problems.levels):
                 metrics[f"{split}/accuracy_level{level}"] = float(correct[problems.levels == level].mean())
         self.sink.log(step, metrics)
+        if self.cfg.log.buffer_snapshots:
+            folder = self.out / "buffer"
+            folder.mkdir(exist_ok=True)
+            np.savez_compressed(folder / f"step_{step:06d}.npz", **ray.get(self.buffer.snapshot.remote()))
         log.info("step %d: %s accuracy %.4f", step, split, metrics[f"{split}/accuracy"])
         return {"step": step, **metrics}
 
@@ -152,7 +162,7 @@ class Trainer:
         best = max(self.history, key=lambda h: h["eval/accuracy"])
         out = {"warmstart_dev_accuracy": self.warmstart.get("dev_accuracy"),
                "initial_accuracy": first["eval/accuracy"], "final_accuracy": last["eval/accuracy"],
-               "best_accuracy": best["eval/accuracy"], "best_step": best["step"], "steps": self.cfg.trainer.steps,
+               "best_accuracy": best["eval/accuracy"], "best_step": best["step"], "steps": self.steps_done,
                "rollouts": self.rollouts_done, "seconds": round(seconds, 1), "output_dir": str(self.out)}
         (self.out / "summary.json").write_text(json.dumps(out, indent=1))
         return out

@@ -235,6 +235,10 @@ class PriorityBuffer:
             out["buffer/pass_rate_hist"] = hr.tolist()
         return out
 
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """Per-problem p̂ (NaN if unseen), visits and pool: what reports plot over time."""
+        return {"p_hat": self.p_hat.astype(np.float32), "visits": self.visits.copy(), "pool": self.pool.copy()}
+
     def pools(self) -> np.ndarray:
         """Pool of every problem (codes index ``POOL_NAMES``)."""
         return self.pool.copy()

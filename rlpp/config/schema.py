@@ -203,6 +203,10 @@ class RolloutConfig:
     """Nucleus sampling mass for training rollouts."""
     max_new_tokens: int = 8
     """Longest completion in tokens."""
+    weight_sync: str = "auto"
+    """``object_store``: learner rank 0's weights through the Ray object store (any engine, CPU or GPU);
+    ``nccl``: broadcast from learner rank 0 to every vLLM worker over NCCL (vLLM engine, GPU learner);
+    ``auto``: ``nccl`` when both hold, else ``object_store``."""
     vllm: VllmConfig = field(default_factory=VllmConfig)
 
     def _problems(self) -> Problems:
@@ -215,6 +219,7 @@ class RolloutConfig:
         yield from in_range("temperature", self.temperature, 0.0, 10.0, lo_open=True)
         yield from in_range("top_p", self.top_p, 0.0, 1.0, lo_open=True)
         yield from at_least("max_new_tokens", self.max_new_tokens, 1)
+        yield from one_of("weight_sync", self.weight_sync, ("auto", "object_store", "nccl"))
 
 
 @dataclass(frozen=True)
@@ -300,7 +305,10 @@ class TrainerConfig:
     """The loop: steps, batch, evaluation and checkpoint cadence, output folder."""
 
     steps: int = 400
-    """GRPO steps."""
+    """GRPO steps (the run stops at whichever of ``steps`` and ``max_rollouts`` comes first)."""
+    max_rollouts: int = 0
+    """Stop once this many rollouts (samples) were generated, whatever the sampler discarded (0: no
+    limit). Ablations compare samplers at an equal rollout budget with it."""
     batch_size: int = 16
     """Problems per step (B); each yields rollout.group_size samples."""
     eval_every: int = 50
@@ -312,6 +320,7 @@ class TrainerConfig:
 
     def _problems(self) -> Problems:
         yield from at_least("steps", self.steps, 1)
+        yield from at_least("max_rollouts", self.max_rollouts, 0)
         yield from at_least("batch_size", self.batch_size, 1)
         yield from at_least("eval_every", self.eval_every, 0)
         yield from at_least("checkpoint_every", self.checkpoint_every, 0)
@@ -327,6 +336,8 @@ class LogConfig:
     """Write TensorBoard events too (skipped with a warning when tensorboard is not installed)."""
     progress_bar: bool = True
     """Show a progress bar on the terminal."""
+    buffer_snapshots: bool = True
+    """At each evaluation save per-problem p̂, visits and pool to ``buffer/step_N.npz`` (for reports)."""
 
 
 @dataclass(frozen=True)
@@ -362,8 +373,20 @@ class Config:
     def __post_init__(self) -> None:
         validate(self)
 
+    @property
+    def weight_sync(self) -> str:
+        """``rollout.weight_sync`` with ``auto`` resolved."""
+        mode = self.rollout.weight_sync
+        if mode == "auto":
+            gpu = self.rollout.engine == "vllm" and self.learner.gpus_per_actor > 0
+            mode = "nccl" if gpu else "object_store"
+        return mode
+
     def _problems(self) -> Problems:
         yield from at_least("seed", self.seed, 0)
+        if self.rollout.weight_sync == "nccl" and (self.rollout.engine != "vllm" or self.learner.gpus_per_actor <= 0):
+            yield "rollout.weight_sync", ("nccl needs rollout.engine=vllm and learner.gpus_per_actor > 0, got "
+                                          f"engine={self.rollout.engine!r}, gpus_per_actor={self.learner.gpus_per_actor}")
         r = self.buffer.retest
         if r.mode == "periodic" and r.per_round > self.trainer.batch_size:
             yield "buffer.retest.per_round", f"must not exceed trainer.batch_size ({self.trainer.batch_size}), got {r.per_round}"

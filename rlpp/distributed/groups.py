@@ -37,7 +37,8 @@ class RolloutGroup:
     def __init__(self, cfg: Config, model_path: str, problems: dict[str, ProblemSet], seed: int):
         rc = cfg.rollout
         gpus = rc.gpus_per_actor or (rc.vllm.tensor_parallel_size if rc.engine == "vllm" and _has_gpus() else 0)
-        actor = ray.remote(RolloutWorker).options(num_cpus=rc.cpus_per_actor, num_gpus=gpus)
+        actor = ray.remote(RolloutWorker).options(num_cpus=rc.cpus_per_actor, num_gpus=gpus,
+                                                  runtime_env=_threads_env(rc.torch_threads))
         problems_ref = ray.put(problems)  # stored once, shared by every actor
         self.actors = [actor.remote(cfg, model_path, problems_ref, seed + 1000 * i) for i in range(rc.num_actors)]
         ray.get([a.ping.remote() for a in self.actors])
@@ -70,7 +71,8 @@ class LearnerGroup:
     def __init__(self, cfg: Config, model_path: str):
         lc = cfg.learner
         self.cfg, self.world_size = cfg, lc.num_actors
-        actor = ray.remote(Learner).options(num_cpus=lc.cpus_per_actor, num_gpus=lc.gpus_per_actor)
+        actor = ray.remote(Learner).options(num_cpus=lc.cpus_per_actor, num_gpus=lc.gpus_per_actor,
+                                            runtime_env=_threads_env(lc.torch_threads))
         self.actors = [actor.remote(cfg, model_path, rank, lc.num_actors) for rank in range(lc.num_actors)]
         addr, port = ray.get(self.actors[0].endpoint.remote())
         # Every rank joins the rendezvous at once; DeepSpeed's init blocks until all have arrived.
@@ -110,6 +112,12 @@ class LearnerGroup:
     def shutdown(self) -> None:
         for a in self.actors:
             ray.kill(a)
+
+
+def _threads_env(threads: int) -> dict:
+    # Ray caps OpenMP at the actor's CPU reservation; the configured thread count is what the user
+    # asked for (vLLM's CPU backend reads it at start-up, before any torch.set_num_threads).
+    return {"env_vars": {"OMP_NUM_THREADS": str(threads)}}
 
 
 def _has_gpus() -> bool:

@@ -167,21 +167,54 @@ class Learner:
         return logp, entropy
 
     # ------------------------------------------------------------------ weights
+    def _full_parameters(self):
+        """(name, full tensor) for every entry of the model's state dict, tied aliases included (vLLM's
+        layerwise reload leaves a tied lm_head uninitialised unless it arrives under its own name).
+        Under ZeRO-3 each parameter is gathered in turn, a collective: every rank must iterate.
+        Tensors stay on the learner's device and are valid until the next one is yielded."""
+        state = self.engine.module.state_dict(keep_vars=True)
+        if self.cfg.learner.zero_stage != 3:
+            yield from state.items()
+            return
+        import deepspeed
+
+        for name, t in state.items():
+            if isinstance(t, torch.nn.Parameter):
+                with deepspeed.zero.GatheredParameters([t], modifier_rank=None):
+                    yield name, t
+            else:
+                yield name, t
+
     def named_weights(self) -> dict[str, torch.Tensor] | None:
         """Full weights on CPU (rank 0; None elsewhere). Collective under ZeRO-3: call on every rank."""
-        module = self.engine.module
-        if self.cfg.learner.zero_stage == 3:
-            import deepspeed
+        out = {name: p.detach().to("cpu", copy=True) for name, p in self._full_parameters() if self.rank == 0}
+        return out if self.rank == 0 else None
 
-            out = {}
-            for name, p in module.named_parameters():
-                with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
-                    if self.rank == 0:
-                        out[name] = p.detach().to("cpu", copy=True)
-            return out if self.rank == 0 else None
+    # NCCL weight sync to vLLM (GPU): rank 0 is rank 0 of the transfer group; other ranks only gather.
+    def sync_endpoint(self) -> tuple[str, int]:
+        from rlpp.sync.nccl import NcclWeightSender
+
+        return NcclWeightSender.endpoint()
+
+    def sync_init(self, address: str, port: int, world_size: int):
+        """Rank 0 opens the transfer group and returns the weights' metadata for the receivers; every
+        rank must call this (reading the metadata gathers each parameter under ZeRO-3)."""
+        from rlpp.sync.nccl import NcclWeightSender
+
+        metadata = NcclWeightSender.metadata(self._full_parameters())
         if self.rank != 0:
             return None
-        return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+        self.sender = NcclWeightSender()
+        self.sender.init(address, port, world_size)
+        return metadata
+
+    def sync_send(self, metadata) -> None:
+        params = ((name, p.detach()) for name, p in self._full_parameters())
+        if self.rank == 0:
+            self.sender.send(params, metadata)
+        else:
+            for _ in params:  # take part in each ZeRO-3 gather
+                pass
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, folder: str) -> None:

@@ -19,7 +19,7 @@ from rlpp.rollout.engine import Completion, Sampling, cut_at_eos
 class VllmEngine:
     def __init__(self, model_path: str, *, dtype: str = "float32", seed: int = 0, trust_remote_code: bool = False,
                  max_model_len: int = 0, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.5,
-                 enforce_eager: bool = True, eos_token_ids: Iterable[int] | None = None, extra_kwargs: dict | None = None):
+                 enforce_eager: bool = True, eos_token_ids: Iterable[int] | None = None, nccl_sync: bool = False):
         # In-process engine on CPU: starts in seconds and lets reload_weights take tensors directly.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -38,8 +38,14 @@ class VllmEngine:
             kwargs["max_model_len"] = max_model_len
         if torch.cuda.is_available():
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-        kwargs.update(extra_kwargs or {})
+        self.receiver = None
+        if nccl_sync:
+            from rlpp.sync.nccl import NcclWeightReceiver
+
+            kwargs.update(NcclWeightReceiver.vllm_engine_kwargs())
         self.llm = LLM(**kwargs)
+        if nccl_sync:
+            self.receiver = NcclWeightReceiver(self.llm)
 
     def generate(self, prompts: list[list[int]], sampling: Sampling) -> list[list[Completion]]:
         from vllm import SamplingParams

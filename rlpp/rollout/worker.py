@@ -59,7 +59,8 @@ class RolloutWorker:
         if rc.engine == "vllm":
             v = rc.vllm
             kwargs.update(tensor_parallel_size=v.tensor_parallel_size, gpu_memory_utilization=v.gpu_memory_utilization,
-                          enforce_eager=v.enforce_eager, max_model_len=v.max_model_len)
+                          enforce_eager=v.enforce_eager, max_model_len=v.max_model_len,
+                          nccl_sync=cfg.weight_sync == "nccl")
         elif rc.gpus_per_actor > 0:
             kwargs["device"] = "cuda"
         self.engine = create_engine(rc.engine, model_path, **kwargs)
@@ -100,6 +101,16 @@ class RolloutWorker:
 
     def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
         self.engine.load_weights(weights.items())
+
+    # NCCL weight sync (vLLM on GPUs): see rlpp.sync.nccl for the order the trainer calls these in.
+    def sync_world_size(self) -> int:
+        return self.engine.receiver.world_size
+
+    def sync_init(self, address: str, port: int, rank_offset: int, world_size: int) -> None:
+        self.engine.receiver.init(address, port, rank_offset, world_size)
+
+    def sync_receive(self, metadata) -> None:
+        self.engine.receiver.receive(metadata)
 
     def ping(self) -> bool:
         return True

@@ -38,9 +38,9 @@ def test_rollout_matches_learner_after_sync(ray_local, tiny_model_dir, tmp_path,
             return [g[0].token_ids for g in rollouts.generate("train", ids, greedy).completions]
 
         def learner_ids(weights):
-            model = load_model(tiny_model_dir)
-            model.load_state_dict(weights)
-            result = HFEngine(model=model, seed=None).generate(
+            engine = HFEngine(model=load_model(tiny_model_dir), seed=None)
+            engine.load_weights(weights.items())  # tied lm_head arrives once, as the embeddings
+            result = engine.generate(
                 [ray.get(rollouts.actors[0]._prompt.remote("train", int(i))) for i in ids], greedy)
             return [g[0].token_ids for g in result]
 

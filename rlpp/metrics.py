@@ -55,6 +55,14 @@ class MetricsSink:
                 if isinstance(v, (int, float)) and k != "step" and math.isfinite(v):
                     self._tb.add_scalar(k, v, step)
 
+    def truncate_after(self, step: int) -> None:
+        """Drop JSONL records logged after ``step`` (a resumed run logs those steps again)."""
+        self._file.close()
+        path = self.folder / "metrics.jsonl"
+        kept = [r for r in read_metrics(path) if r["step"] <= step]
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        self._file = open(path, "a", buffering=1)
+
     def close(self) -> None:
         self._file.close()
         if self._tb is not None:

@@ -11,12 +11,14 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import ray
 import torch
 
+from rlpp import checkpoint
 from rlpp.algo.batch import make_train_batch
 from rlpp.config.loader import to_yaml
 from rlpp.config.schema import Config
@@ -52,15 +54,21 @@ class Trainer:
         self.sampling = Sampling(rc.group_size, rc.temperature, rc.top_p, rc.max_new_tokens)
         self.greedy = Sampling(1, 0.0, 1.0, rc.max_new_tokens)
         self.sink = MetricsSink(self.out, tensorboard=cfg.log.tensorboard)
-        self.rollouts_done = 0
+        self.rollouts_done, self.start_step, self.bad_steps = 0, 0, 0
         self.history: list[dict] = []
+        resume_from = checkpoint.resolve(cfg.trainer.resume, self.out)
+        if resume_from is not None:
+            self.resume(resume_from)
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict:
         cfg, t_start = self.cfg.trainer, time.perf_counter()
-        self.history.append(self.evaluate(step=0))
+        if self.start_step == 0:
+            self.history.append(self.evaluate(step=0))
         bar = _progress(cfg.steps, self.cfg.log.progress_bar)
-        for step in range(1, cfg.steps + 1):
+        bar.update(self.start_step)
+        step = self.start_step
+        for step in range(self.start_step + 1, cfg.steps + 1):
             timer = PhaseTimer()
             with timer("rollout"):
                 result = self.collect(step, timer)
@@ -69,7 +77,7 @@ class Trainer:
                 torch.as_tensor(result.rewards), std_normalize=self.cfg.algo.std_normalize,
                 drop_zero_variance=self.cfg.algo.drop_zero_variance, pad_id=self.pad_id)
             with timer("train"):
-                metrics.update(self.learners.train(batch) if batch is not None else {})
+                metrics.update(self._train(batch, step) if batch is not None else {})
             with timer("sync"):
                 self.sync_weights()
             metrics.update(self._rollout_metrics(result, step, timer))
@@ -89,6 +97,22 @@ class Trainer:
         self.steps_done = step
         return self.summary(time.perf_counter() - t_start)
 
+    def _train(self, batch, step: int) -> dict:
+        try:
+            metrics = self.learners.train(batch)
+        except ray.exceptions.RayError as e:
+            raise TrainingStopped(f"a learner actor failed at step {step}: {e}\n{self._resume_hint()}") from e
+        self.bad_steps = self.bad_steps + 1 if metrics["train/skipped"] else 0
+        if self.bad_steps >= self.cfg.trainer.max_bad_steps:
+            raise TrainingStopped(f"{self.bad_steps} steps in a row had a non-finite loss (last: step {step}); "
+                                  f"stopping (trainer.max_bad_steps={self.cfg.trainer.max_bad_steps}).\n{self._resume_hint()}")
+        return metrics
+
+    def _resume_hint(self) -> str:
+        found = checkpoint.complete(checkpoint.root(self.out))
+        where = f"the latest checkpoint is {found[-1]}" if found else "no checkpoint was written yet"
+        return f"Resume with the same command plus trainer.resume=auto ({where})."
+
     def collect(self, step: int, timer: PhaseTimer) -> RolloutResult:
         """Sample problems, generate and score their groups, and record the results in the buffer.
 
@@ -98,13 +122,8 @@ class Trainer:
         b = self.cfg.trainer.batch_size
         kept: list[RolloutResult] = []
         for round_ in range(3 if self.cfg.buffer.sampler == "dapo_filter" else 1):
-            with timer("buffer"):
-                ids = ray.get(self.buffer.sample.remote(b, step)).ids
-            try:
-                result = self.rollouts.generate("train", ids, self.sampling)
-            except RolloutFailed as e:
-                ray.get(self.buffer.release.remote(e.ids))  # their problems go back unchanged, never lost
-                raise
+            sampling = replace(self.sampling, seed=_step_seed(self.cfg.seed, step, round_))
+            result = self._generate_with_retries(b, step, sampling, timer)
             with timer("buffer"):
                 ray.get(self.buffer.update.remote(result.ids, result.rewards))
             self.rollouts_done += result.rewards.size
@@ -116,6 +135,23 @@ class Trainer:
                 break
         merged = RolloutResult.concat(kept)
         return _take(merged, np.arange(min(b, len(merged.ids))))
+
+    def _generate_with_retries(self, b: int, step: int, sampling: Sampling, timer: PhaseTimer) -> RolloutResult:
+        """Draw and generate; when a rollout actor dies, every problem of the draw goes back to the
+        buffer unchanged, the restarted actor gets the current weights, and the step draws again."""
+        for attempt in range(self.cfg.rollout.max_restarts + 1):
+            with timer("buffer"):
+                ids = ray.get(self.buffer.sample.remote(b, step)).ids
+            try:
+                return self.rollouts.generate("train", ids, sampling)
+            except RolloutFailed as e:
+                ray.get(self.buffer.release.remote(ids))  # nothing lost: the whole draw is handed back
+                if attempt == self.cfg.rollout.max_restarts or self.cfg.weight_sync == "nccl":
+                    raise TrainingStopped(f"rollout failed at step {step}: {e.cause}\n{self._resume_hint()}") from e
+                log.warning("step %d: %s; retrying after the actor restarts", step, e)
+                self.rollouts.wait_alive()
+                self.sync_weights()
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ around the loop
     def evaluate(self, step: int, split: str = "eval") -> dict:
@@ -143,19 +179,33 @@ class Trainer:
 
     def save(self, step: int) -> Path:
         """Model in HF format + tokenizer + DeepSpeed optimizer state + buffer and trainer state."""
-        folder = self.out / "checkpoints" / f"step_{step:06d}"
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        tmp = checkpoint.staging(self.out, step)
         self.learners.save(str(tmp))
         load_tokenizer(self.model_path, self.cfg.model.trust_remote_code).save_pretrained(tmp)
         for marker in Path(self.model_path).glob("rlpp_tokenizer.json"):
             shutil.copy(marker, tmp / marker.name)
         torch.save(ray.get(self.buffer.state_dict.remote()), tmp / "buffer.pt")
-        (tmp / "trainer.json").write_text(json.dumps({"step": step, "rollouts": self.rollouts_done}))
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)  # a checkpoint folder without ".tmp" is always complete
-        return folder
+        state = {"step": step, "rollouts": self.rollouts_done, "history": self.history, "bad_steps": self.bad_steps,
+                 "num_problems": len(self.train_set)}
+        return checkpoint.commit(tmp, state, self.cfg.trainer.keep_last)
+
+    def resume(self, folder: Path) -> None:
+        """Continue from ``folder``: learner weights and optimizer, engines, buffer, counters, logs."""
+        state = checkpoint.read_state(folder)
+        if state["num_problems"] != len(self.train_set):
+            raise checkpoint.CheckpointError(f"{folder} holds a buffer over {state['num_problems']} problems, "
+                                             f"this run's data has {len(self.train_set)}")
+        self.learners.load(str(folder))
+        self.sync_weights()
+        ray.get(self.buffer.load_state_dict.remote(torch.load(folder / "buffer.pt", weights_only=False)))
+        self.start_step, self.rollouts_done = state["step"], state["rollouts"]
+        self.history, self.bad_steps = state["history"], state["bad_steps"]
+        # What the interrupted run logged after this checkpoint is redone, so it must not appear twice.
+        self.sink.truncate_after(self.start_step)
+        for snap in (self.out / "buffer").glob("step_*.npz"):
+            if int(snap.stem.removeprefix("step_")) > self.start_step:
+                snap.unlink()
+        log.info("resumed from %s at step %d (%d rollouts)", folder, self.start_step, self.rollouts_done)
 
     def summary(self, seconds: float) -> dict:
         first, last = self.history[0], self.history[-1]
@@ -172,6 +222,15 @@ class Trainer:
         for group in (self.rollouts, self.learners):
             group.shutdown()
         ray.kill(self.buffer)
+
+
+class TrainingStopped(RuntimeError):
+    """The run cannot go on; the message says why and how to resume."""
+
+
+def _step_seed(seed: int, step: int, round_: int) -> int:
+    # Sampling depends on (seed, step) only, so a resumed run draws exactly what the original did.
+    return (seed * 1_000_003 + step * 101 + round_) % (2**31 - 1)
 
 
 def _take(result: RolloutResult, rows: np.ndarray) -> RolloutResult:

@@ -60,3 +60,14 @@ def grpo_batch():
         return batch
 
     return build
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """Overrides shrinking configs/tiny.yaml for end-to-end tests. They share one warm-start cache, so
+    the (slowest) warm start runs once per test session, not once per test."""
+    cache = tmp_path_factory.mktemp("warmstart_cache")
+    return ["data.synthetic.num_train=200", "data.synthetic.num_dev=100", "data.synthetic.num_eval=100",
+            "model.warmstart.target_accuracy=0.1", "model.warmstart.num_problems=5000",
+            "model.warmstart.max_steps=1500", f"model.warmstart.cache_dir={cache}", "trainer.batch_size=8", "buffer.retest.per_round=4",
+            "log.progress_bar=false", "log.tensorboard=false"]

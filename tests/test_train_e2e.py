@@ -13,14 +13,11 @@ from rlpp.metrics import read_metrics
 
 
 @pytest.mark.slow
-def test_rlpp_train_end_to_end(tmp_path):
+def test_rlpp_train_end_to_end(tmp_path, small_run):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "rlpp.cli", "train", "configs/tiny.yaml",
-           f"trainer.output_dir={out}", "trainer.steps=12", "trainer.eval_every=6", "trainer.batch_size=8",
-           "buffer.retest.per_round=4", "buffer.retest.every_steps=4",
-           "data.synthetic.num_train=200", "data.synthetic.num_dev=100", "data.synthetic.num_eval=100",
-           "model.warmstart.target_accuracy=0.1", "model.warmstart.num_problems=5000",
-           f"model.warmstart.cache_dir={tmp_path / 'cache'}", "learner.lr=1e-3", "log.progress_bar=false"]
+    cmd = [sys.executable, "-m", "rlpp.cli", "train", "configs/tiny.yaml", *small_run, "log.tensorboard=true",
+           f"trainer.output_dir={out}", "trainer.steps=12", "trainer.eval_every=6",
+           "buffer.retest.every_steps=4", "learner.lr=1e-3"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "held-out accuracy after RL" in proc.stdout
@@ -48,3 +45,4 @@ def test_rlpp_train_end_to_end(tmp_path):
     for name in ("model.safetensors", "config.json", "tokenizer.json", "buffer.pt", "trainer.json", "deepspeed"):
         assert (ckpt / name).exists(), name
     assert not list((out / "checkpoints").glob("*.tmp"))
+    assert list((out / "tensorboard").iterdir())  # TensorBoard events beside the JSONL

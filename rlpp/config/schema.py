@@ -191,6 +191,8 @@ class RolloutConfig:
     """Rollout actors; prompts of a step are split across them."""
     cpus_per_actor: float = 1
     """CPUs Ray reserves per rollout actor."""
+    max_restarts: int = 3
+    """Times Ray restarts a rollout actor that died; its problems go back to the buffer meanwhile."""
     gpus_per_actor: float = 0
     """GPUs Ray reserves per rollout actor (vLLM on GPU: tensor_parallel_size)."""
     torch_threads: int = 2
@@ -213,6 +215,7 @@ class RolloutConfig:
         yield from one_of("engine", self.engine, ("hf", "vllm"))
         yield from at_least("num_actors", self.num_actors, 1)
         yield from at_least("cpus_per_actor", self.cpus_per_actor, 0)
+        yield from at_least("max_restarts", self.max_restarts, 0)
         yield from at_least("gpus_per_actor", self.gpus_per_actor, 0)
         yield from at_least("torch_threads", self.torch_threads, 1)
         yield from at_least("group_size", self.group_size, 1)
@@ -315,6 +318,13 @@ class TrainerConfig:
     """Steps between held-out evaluations (0: only before and after training)."""
     checkpoint_every: int = 0
     """Steps between checkpoints (0: only at the end)."""
+    keep_last: int = 3
+    """Complete checkpoints kept (the oldest are deleted after each save; 0 keeps all)."""
+    resume: str = ""
+    """``auto``: continue from the latest complete checkpoint in ``output_dir`` (or start fresh if there
+    is none); a checkpoint folder: continue from it; empty: start fresh."""
+    max_bad_steps: int = 3
+    """Consecutive steps skipped for a non-finite loss after which the run stops."""
     output_dir: str = "runs/tiny"
     """Run folder: config, metrics.jsonl, TensorBoard events, checkpoints."""
 
@@ -324,6 +334,8 @@ class TrainerConfig:
         yield from at_least("batch_size", self.batch_size, 1)
         yield from at_least("eval_every", self.eval_every, 0)
         yield from at_least("checkpoint_every", self.checkpoint_every, 0)
+        yield from at_least("keep_last", self.keep_last, 0)
+        yield from at_least("max_bad_steps", self.max_bad_steps, 1)
         if not self.output_dir:
             yield "output_dir", "must name a folder"
 

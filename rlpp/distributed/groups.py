@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 
 import numpy as np
 import ray
@@ -38,6 +39,7 @@ class RolloutGroup:
         rc = cfg.rollout
         gpus = rc.gpus_per_actor or (rc.vllm.tensor_parallel_size if rc.engine == "vllm" and _has_gpus() else 0)
         actor = ray.remote(RolloutWorker).options(num_cpus=rc.cpus_per_actor, num_gpus=gpus,
+                                                  max_restarts=rc.max_restarts,
                                                   runtime_env=_threads_env(rc.torch_threads))
         problems_ref = ray.put(problems)  # stored once, shared by every actor
         self.actors = [actor.remote(cfg, model_path, problems_ref, seed + 1000 * i) for i in range(rc.num_actors)]
@@ -46,7 +48,7 @@ class RolloutGroup:
     def generate(self, split: str, ids: np.ndarray, sampling: Sampling) -> RolloutResult:
         """Scored groups for ``ids``; raises ``RolloutFailed`` naming the ids that got no result."""
         chunks = [c for c in np.array_split(np.asarray(ids, dtype=np.int64), len(self.actors)) if len(c)]
-        refs = [a.generate.remote(split, c, sampling) for a, c in zip(self.actors, chunks)]
+        refs = [a.generate.remote(split, c, _chunk_seed(sampling, k)) for k, (a, c) in enumerate(zip(self.actors, chunks))]
         results, failed, cause = [], [], None
         for ref, chunk in zip(refs, chunks):
             try:
@@ -57,6 +59,11 @@ class RolloutGroup:
         if failed:
             raise RolloutFailed(np.concatenate(failed), cause)
         return RolloutResult.concat(results)
+
+    def wait_alive(self, timeout_s: float = 600.0) -> None:
+        """Return once every actor answers (Ray restarts dead ones up to rollout.max_restarts times;
+        a restarted actor holds the initial weights until the next sync)."""
+        ray.get([a.ping.remote() for a in self.actors], timeout=timeout_s)
 
     def load_weights(self, weights_ref: ray.ObjectRef) -> None:
         # A top-level ObjectRef argument is resolved inside each actor, straight from the object store.
@@ -92,7 +99,8 @@ class LearnerGroup:
         outs = ray.get([a.train.remote(p, norm) for a, p in zip(self.actors, plans)])
         tokens = max(1, sum(o["tokens"] for o in outs))
         metrics = {"train/loss": sum(o["loss"] for o in outs), "train/pg_loss": sum(o["pg_loss"] for o in outs),
-                   "train/grad_norm": outs[0]["grad_norm"], "train/lr": outs[0]["lr"]}
+                   "train/grad_norm": outs[0]["grad_norm"], "train/lr": outs[0]["lr"],
+                   "train/skipped": float(outs[0]["skipped"])}
         for k in ("clip_frac", "kl", "entropy", "logprob_diff"):
             metrics[f"train/{k}"] = sum(o[k] for o in outs) / tokens
         return metrics
@@ -112,6 +120,10 @@ class LearnerGroup:
     def shutdown(self) -> None:
         for a in self.actors:
             ray.kill(a)
+
+
+def _chunk_seed(sampling: Sampling, k: int) -> Sampling:
+    return sampling if sampling.seed is None else replace(sampling, seed=sampling.seed + 1_000_003 * k)
 
 
 def _threads_env(threads: int) -> dict:

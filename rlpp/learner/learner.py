@@ -100,11 +100,15 @@ class Learner:
 
     # ------------------------------------------------------------------ training
     def train(self, micro_batches: list[TrainBatch | None], norm: LossNorm) -> dict[str, float]:
-        """One optimizer step. ``norm`` holds the step's global sequence/token counts (all ranks)."""
+        """One optimizer step. ``norm`` holds the step's global sequence/token counts (all ranks).
+
+        A non-finite loss on any rank skips the whole step on every rank (gradients dropped, weights
+        and optimizer state untouched) and is reported as ``skipped``; the trainer decides when to stop.
+        """
         engine, algo = self.engine, self.cfg.algo
         engine.train()
         sums = {"loss": 0.0, "pg_loss": 0.0, "clip_frac": 0.0, "kl": 0.0, "logprob_diff": 0.0, "entropy": 0.0}
-        tokens = 0
+        tokens, skipped = 0, False
         for mb in micro_batches:
             empty = mb is None or mb.num_tokens == 0
             mb = self._placeholder() if mb is None else mb
@@ -120,6 +124,10 @@ class Learner:
                 variant=algo.loss, clip_low=algo.clip_low, clip_high=algo.clip_high, kl_coef=algo.kl_coef,
                 total_sequences=norm.total_sequences, total_tokens=norm.total_tokens, max_len=norm.max_len,
             )
+            # Every rank takes the same branch (ZeRO's collectives run inside backward).
+            skipped = skipped or not self._all_finite(out.loss)
+            if skipped:
+                continue
             # DeepSpeed averages gradients over ranks; the loss is already a share of the global sum.
             engine.backward(out.loss * (0.0 if empty else self.world_size), scale_wrt_gas=False)
             if empty:
@@ -133,6 +141,10 @@ class Learner:
             m = mask.bool()
             sums["logprob_diff"] += float((logp.detach() - mb.rollout_logprobs[:, 1:].to(self.device))[m].abs().sum())
             sums["entropy"] += float(entropy[m].sum())
+        if skipped:
+            self._drop_gradients()
+            return {**{k: 0.0 for k in sums}, "tokens": 0, "lr": float(engine.get_lr()[0]),
+                    "grad_norm": float("nan"), "skipped": True}
         local_norm = self._local_grad_norm() if self.cfg.learner.zero_stage == 0 else None
         engine.step()
         # ZeRO optimizers report the global norm; without ZeRO DeepSpeed clips but keeps the norm to
@@ -141,9 +153,24 @@ class Learner:
         grad_norm = local_norm if grad_norm is None else grad_norm
         # Sums over this rank's tokens; the group adds ranks up and divides by the step's token count.
         return {
-            **sums, "tokens": tokens, "lr": float(engine.get_lr()[0]),
+            **sums, "tokens": tokens, "lr": float(engine.get_lr()[0]), "skipped": False,
             "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
         }
+
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        ok = torch.isfinite(loss.detach()).float().reshape(1)
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        return bool(ok.item())
+
+    def _drop_gradients(self) -> None:
+        """Forget what this step accumulated without touching weights or optimizer moments."""
+        self.engine.zero_grad()
+        optimizer = self.engine.optimizer
+        if hasattr(optimizer, "zero_grad"):
+            optimizer.zero_grad()
 
     def _local_grad_norm(self) -> float:
         grads = [p.grad.detach().float() for p in self.engine.module.parameters() if p.grad is not None]

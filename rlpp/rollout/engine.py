@@ -21,6 +21,7 @@ class Sampling:
     temperature: float  # 0 means greedy
     top_p: float
     max_new_tokens: int
+    seed: int | None = None  # seeds this call's sampling, so a resumed run draws what the original did
 
 
 @dataclass

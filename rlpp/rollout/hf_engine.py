@@ -32,6 +32,8 @@ class HFEngine:
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], sampling: Sampling) -> list[list[Completion]]:
         rows = [p for p in prompts for _ in range(sampling.n)]
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)  # transformers samples from torch's global generator
         flat: list[Completion] = []
         for start in range(0, len(rows), self.max_batch):
             flat.extend(self._generate_rows(rows[start : start + self.max_batch], sampling))

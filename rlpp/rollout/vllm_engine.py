@@ -51,12 +51,16 @@ class VllmEngine:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        params = SamplingParams(
-            n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature else 1.0,
-            max_tokens=sampling.max_new_tokens, logprobs=0, stop_token_ids=sorted(self.eos_ids),
-            detokenize=False,
-        )
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+        def params(i: int) -> SamplingParams:
+            # One generator per request, seeded apart, so prompts of a call do not share random draws.
+            return SamplingParams(
+                n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature else 1.0,
+                max_tokens=sampling.max_new_tokens, logprobs=0, stop_token_ids=sorted(self.eos_ids),
+                detokenize=False, seed=None if sampling.seed is None else sampling.seed + i,
+            )
+
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts],
+                                 [params(i) for i in range(len(prompts))], use_tqdm=False)
         groups = []
         for out in outs:
             group = []

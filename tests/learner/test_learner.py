@@ -71,3 +71,29 @@ def test_two_data_parallel_ranks_match_one(ray_local, tiny_model_dir, tmp_path, 
     # between one and two ranks shows up amplified, so allow 1e-3 of the step size (lr = 0.01).
     for k in w1:
         torch.testing.assert_close(w1[k], w2[k], atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [0, 2])
+def test_non_finite_loss_skips_the_step_cleanly(ray_local, tiny_model_dir, tmp_path, grpo_batch, stage):
+    """A NaN advantage makes the loss NaN: the step is skipped, weights stay, and the next step is
+    exactly what it would have been without the bad one (no gradient leaks into it)."""
+    bad = grpo_batch()
+    bad.advantages[-1] = float("nan")  # in the last micro-batch: two have already accumulated gradients
+    outcomes = []
+    for with_bad in (True, False):
+        group = LearnerGroup(learner_cfg(tmp_path, f"learner.zero_stage={stage}", "learner.micro_batch_size=3"), tiny_model_dir)
+        try:
+            w0 = ray.get(group.weights())
+            if with_bad:
+                m = group.train(bad)
+                assert m["train/skipped"] == 1.0
+                w1 = ray.get(group.weights())
+                assert all(torch.equal(w0[k], w1[k]) for k in w0)
+            m = group.train(grpo_batch())
+            assert m["train/skipped"] == 0.0 and np.isfinite(m["train/loss"])
+            outcomes.append(ray.get(group.weights()))
+        finally:
+            group.shutdown()
+    for k in outcomes[0]:
+        torch.testing.assert_close(outcomes[0][k], outcomes[1][k], atol=0, rtol=0)

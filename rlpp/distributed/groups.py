@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -41,8 +42,9 @@ class RolloutGroup:
         actor = ray.remote(RolloutWorker).options(num_cpus=rc.cpus_per_actor, num_gpus=gpus,
                                                   max_restarts=rc.max_restarts,
                                                   runtime_env=_threads_env(rc.torch_threads))
-        problems_ref = ray.put(problems)  # stored once, shared by every actor
-        self.actors = [actor.remote(cfg, model_path, problems_ref, seed + 1000 * i) for i in range(rc.num_actors)]
+        # Stored once, shared by every actor; held here so a restarted actor can still read it.
+        self.problems_ref = ray.put(problems)
+        self.actors = [actor.remote(cfg, model_path, self.problems_ref, seed + 1000 * i) for i in range(rc.num_actors)]
         ray.get([a.ping.remote() for a in self.actors])
 
     def generate(self, split: str, ids: np.ndarray, sampling: Sampling) -> RolloutResult:
@@ -63,7 +65,16 @@ class RolloutGroup:
     def wait_alive(self, timeout_s: float = 600.0) -> None:
         """Return once every actor answers (Ray restarts dead ones up to rollout.max_restarts times;
         a restarted actor holds the initial weights until the next sync)."""
-        ray.get([a.ping.remote() for a in self.actors], timeout=timeout_s)
+        deadline = time.monotonic() + timeout_s
+        for actor in self.actors:
+            while True:
+                try:
+                    ray.get(actor.ping.remote(), timeout=max(1.0, deadline - time.monotonic()))
+                    break
+                except ray.exceptions.ActorUnavailableError:  # restarting: ask again shortly
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
 
     def load_weights(self, weights_ref: ray.ObjectRef) -> None:
         # A top-level ObjectRef argument is resolved inside each actor, straight from the object store.

@@ -73,3 +73,17 @@ def test_many_concurrent_callers_lose_nothing(ray_local, sampler):
     assert sum(stats[f"buffer/{p}"] for p in POOL_NAMES) == n
     assert served.sum() == workers * rounds * 12
     ray.kill(actor)
+
+
+@pytest.mark.slow
+def test_soak_bounded(ray_local):
+    """A short, bounded soak (the benchmark runs the long one): no loss, no double service."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from buffer_soak import soak
+
+    out = soak(seconds=5, callers=8, problems=5000, batch=64, sampler="prioritized")
+    assert len(out["latencies"]) > 20
+    assert out["stats"]["buffer/updates"] > 0 and out["stats"]["buffer/released"] > 0

@@ -95,5 +95,9 @@ def test_non_finite_loss_skips_the_step_cleanly(ray_local, tiny_model_dir, tmp_p
             outcomes.append(ray.get(group.weights()))
         finally:
             group.shutdown()
+    # Without ZeRO the result is bit-identical. ZeRO-2 reuses its reduction buckets in another state,
+    # which moves the last bits of some gradients, and Adam's first step (~lr * sign(g)) amplifies that
+    # where g is near zero (seen: up to 1.2e-7); a leaked gradient would show at the lr scale (1e-2).
+    atol = 0.0 if stage == 0 else 1e-5
     for k in outcomes[0]:
-        torch.testing.assert_close(outcomes[0][k], outcomes[1][k], atol=0, rtol=0)
+        torch.testing.assert_close(outcomes[0][k], outcomes[1][k], atol=atol, rtol=0)

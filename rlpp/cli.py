@@ -15,11 +15,25 @@ def _parser() -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help_)
         c.add_argument("config", nargs="?", help="YAML file (default: the built-in defaults, = configs/tiny.yaml)")
         c.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. buffer.sampler=uniform")
+    a = sub.add_parser("ablate", help="run every arm x seed of an ablation at an equal rollout budget, then report")
+    a.add_argument("spec", help="ablation YAML (e.g. configs/ablate/tiny.yaml)")
+    a.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="spec keys (budget_rollouts=2048 seeds=[0]), train.KEY=V for every arm, arms.NAME.KEY=V")
+    r = sub.add_parser("report", help="(re)generate an ablation's report.md, CSVs and plots from its logs")
+    r.add_argument("run_dir", help="the ablation's output_dir")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "ablate":
+        from rlpp.ablate.runner import main_ablate
+
+        return main_ablate(args.spec, args.overrides)
+    if args.command == "report":
+        from rlpp.ablate.report import main_report
+
+        return main_report(args.run_dir)
     from rlpp.config.loader import load_config, to_yaml
     from rlpp.config.schema import ConfigError
 
@@ -40,14 +54,19 @@ def main(argv: list[str] | None = None) -> int:
 def _train(cfg) -> int:
     import logging
 
-    from rlpp.trainer import Trainer
+    from rlpp.checkpoint import CheckpointError
+    from rlpp.trainer import Trainer, TrainingStopped
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    trainer = Trainer(cfg)
     try:
-        summary = trainer.fit()
-    finally:
-        trainer.close()
+        trainer = Trainer(cfg)
+        try:
+            summary = trainer.fit()
+        finally:
+            trainer.close()
+    except (TrainingStopped, CheckpointError) as e:
+        print(f"rlpp train: stopped: {e}", file=sys.stderr)
+        return 1
     print("\n" + format_summary(summary))
     return 0
 

@@ -1,0 +1,342 @@
+"""``rlpp report RUN_DIR``: the ablation report from the run folders' logs, (re)generated at any time.
+
+Writes ``report.md`` (summary table per arm, budget check, findings, figures, per-run table),
+``summary.csv`` (one row per arm), ``runs.csv`` (one row per run) and ``plots/*.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from rlpp.ablate import plots
+from rlpp.ablate.results import RunResult, load_run
+from rlpp.ablate.spec import SPEC_FILE, AblationSpec, SpecError
+from rlpp.ablate.stats import mean_ci, rollouts_to_target
+
+log = logging.getLogger(__name__)
+TARGETS = {"rollouts": 0.6, "zero_var": 0.4, "abs_adv": 1.3}
+"""What the prioritized buffer should achieve against uniform: rollouts to reach uniform's final
+accuracy ≤ 0.6×, zero-variance share ≤ 0.4×, mean |advantage| ≥ 1.3×."""
+
+
+@dataclass
+class ArmStats:
+    """One arm's numbers over its finished seeds; (mean, 95% CI half-width) pairs where noted."""
+
+    arm: str
+    runs: list[RunResult]
+    total: int
+    final: tuple[float, float] = (math.nan, math.nan)
+    best: tuple[float, float] = (math.nan, math.nan)
+    initial: float = math.nan  # mean held-out accuracy before training
+    to_target: list[float | None] = field(default_factory=list)
+    zero_var: tuple[float, float] = (math.nan, math.nan)
+    abs_adv: tuple[float, float] = (math.nan, math.nan)
+    forgotten: float = math.nan
+    unlocked: float = math.nan
+    seconds: float = math.nan
+    rollouts: tuple[float, float, float] = (math.nan, math.nan, math.nan)  # mean, min, max
+
+    @property
+    def reached(self) -> int:
+        return sum(r is not None for r in self.to_target)
+
+    @property
+    def to_target_mean(self) -> float:
+        """Mean rollouts to the target over the seeds that reached it (NaN if none did)."""
+        hits = [r for r in self.to_target if r is not None]
+        return float(np.mean(hits)) if hits else math.nan
+
+
+def load_ablation(out_dir: str | Path) -> tuple[AblationSpec, dict[str, list[RunResult]]]:
+    """The saved spec and every (arm, seed) run of an ablation folder, finished or not."""
+    out = Path(out_dir)
+    if not (out / SPEC_FILE).is_file():
+        raise SpecError(f"{out}: no {SPEC_FILE} here; `rlpp ablate` writes it into its output_dir")
+    spec = AblationSpec(**yaml.safe_load((out / SPEC_FILE).read_text()))
+    spec = dataclasses.replace(spec, output_dir=str(out))  # the folder as given now, wherever it was moved
+    return spec, {arm: [load_run(spec.run_dir(arm, s), arm, s) for s in spec.seeds] for arm in spec.arms}
+
+
+def arm_stats(arm: str, runs: list[RunResult], target: float) -> ArmStats:
+    done = [r for r in runs if r.status == "finished"]
+    st = ArmStats(arm, done, len(runs))
+    if not done:
+        return st
+    st.final = mean_ci([r.summary["final_accuracy"] for r in done])
+    st.best = mean_ci([r.summary["best_accuracy"] for r in done])
+    st.initial = float(np.mean([r.summary["initial_accuracy"] for r in done]))
+    st.to_target = [rollouts_to_target(r.evals["rollouts"], r.evals["accuracy"], target) if np.isfinite(target) else None
+                    for r in done]
+    st.zero_var = mean_ci([r.zero_var_frac() for r in done])
+    st.abs_adv = mean_ci([r.mean_abs_adv() for r in done])
+    st.forgotten = float(np.mean([r.last("forgotten") for r in done]))
+    st.unlocked = float(np.mean([r.last("unlocked") for r in done]))
+    st.seconds = float(np.mean([r.seconds for r in done]))
+    used = [r.final_rollouts for r in done]
+    st.rollouts = (float(np.mean(used)), float(min(used)), float(max(used)))
+    return st
+
+
+def budget_problems(runs: list[RunResult], budget: int) -> list[str]:
+    """Finished runs whose final rollouts are not within one step's worth above the budget."""
+    out = []
+    for r in runs:
+        over = r.final_rollouts - budget
+        if r.step_cost <= 0 or not 0 <= over < r.step_cost:
+            out.append(f"{r.arm}/seed_{r.seed} used {r.final_rollouts} rollouts (budget {budget}, one step "
+                       f"costs up to {r.step_cost})")
+    return out
+
+
+def write_report(out_dir: str | Path) -> Path:
+    """Write report.md, summary.csv, runs.csv and plots/ into an ablation folder; returns report.md."""
+    spec, runs = load_ablation(out_dir)
+    out, ref = Path(out_dir), spec.reference
+    ref_done = [r for r in runs[ref] if r.status == "finished"]
+    target = float(np.mean([r.summary["final_accuracy"] for r in ref_done])) if ref_done else math.nan
+    stats = {arm: arm_stats(arm, rs, target) for arm, rs in runs.items()}
+    finished = [r for rs in runs.values() for r in rs if r.status == "finished"]
+    budget = budget_problems(finished, spec.budget_rollouts)
+    figures = _plots(out / "plots", {a: s.runs for a, s in stats.items()}, target)
+    _write_csvs(out, spec, stats, runs, target)
+    md = _markdown(spec, stats, runs, target, budget, figures, out)
+    (out / "report.md").write_text(md)
+    return out / "report.md"
+
+
+def _plots(folder: Path, arms: dict[str, list[RunResult]], target: float) -> list[Path]:
+    if not any(arms.values()):
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    made = [plots.accuracy_curves(arms, target, folder / "accuracy.png"),
+            plots.step_curves(arms, "zero_var", "zero-variance share of generated rollouts",
+                              "Zero-variance groups vs step", folder / "zero_variance.png"),
+            plots.step_curves(arms, "abs_adv", "mean |advantage| per generated rollout",
+                              "Mean |advantage| vs step", folder / "mean_abs_adv.png"),
+            plots.pool_sizes(arms, folder / "pools.png")]
+    for arm, rs in arms.items():
+        run = next((r for r in sorted(rs, key=lambda r: r.seed)), None)
+        levels = _levels(run) if run is not None else None
+        if levels is not None:
+            path = plots.pass_rate_heatmap(run, levels, folder / f"heatmap_{arm}.png")
+            made += [path] if path else []
+    return made
+
+
+def _levels(run: RunResult) -> np.ndarray | None:
+    """Difficulty level of each training problem of a synthetic-task run (None for other data)."""
+    if run.config.get("data", {}).get("source") != "synthetic":
+        return None
+    from rlpp.config.loader import load_config
+    from rlpp.config.schema import ConfigError
+    from rlpp.data.loader import load_problems
+
+    try:
+        cfg = load_config(run.folder / "config.yaml")
+    except ConfigError as e:  # saved by another version of rlpp: the report goes on without the heat map
+        log.warning("no pass-rate heat map for %s: %s", run.folder, e)
+        return None
+    return load_problems(cfg.data)[0].levels
+
+
+# ---------------------------------------------------------------------- formatting
+def _pct(v: tuple[float, float] | float) -> str:
+    m, h = v if isinstance(v, tuple) else (v, math.nan)
+    if not np.isfinite(m):
+        return "–"
+    return f"{100 * m:.1f} ± {100 * h:.1f}" if np.isfinite(h) else f"{100 * m:.1f}"
+
+
+def _num(v: tuple[float, float] | float, digits: int = 3) -> str:
+    m, h = v if isinstance(v, tuple) else (v, math.nan)
+    if not np.isfinite(m):
+        return "–"
+    return f"{m:.{digits}f} ± {h:.{digits}f}" if np.isfinite(h) else f"{m:.{digits}f}"
+
+
+def _rel(path: Path, out: Path) -> str:
+    try:
+        return f"`{path.relative_to(out)}`"
+    except ValueError:
+        return f"`{path}`"
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if np.isfinite(a) and np.isfinite(b) and b != 0 else math.nan
+
+
+def _x(r: float) -> str:
+    return f"{r:.2f}×" if np.isfinite(r) else "–"
+
+
+def _to_target(st: ArmStats) -> str:
+    if not st.runs:
+        return "–"
+    if not st.reached:
+        return f"not reached (0/{len(st.runs)})"
+    return f"{st.to_target_mean:,.0f} ({st.reached}/{len(st.runs)})"
+
+
+def _markdown(spec, stats, runs, target, budget, figures, out: Path) -> str:
+    ref, refst = spec.reference, stats[spec.reference]
+    lines = [f"# Ablation report: {out.name}", ""]
+    if spec.description:
+        lines += [spec.description.strip(), ""]
+    lines += [f"Base training config `{spec.base}`; equal budget of **{spec.budget_rollouts:,} rollouts** per run "
+              f"(every generated sample counts, discarded groups included); seeds {spec.seeds}.", ""]
+    if spec.overrides:
+        lines += ["Common overrides: " + ", ".join(f"`{k}={v}`" for k, v in spec.overrides.items()), ""]
+    lines += ["| arm | overrides |", "| --- | --- |"]
+    lines += [f"| {a} | {', '.join(f'`{k}={v}`' for k, v in o.items()) or '(base)'} |" for a, o in spec.arms.items()]
+    lines += ["", f"Reference arm: **{ref}**" + ("" if ref == "uniform" else
+              " (no `uniform` arm, so the first arm is the reference)") + ".", ""]
+
+    lines += ["## Summary", "",
+              "Accuracies in %, mean ± 95% CI half-width over seeds (Student t; no CI from one seed).", "",
+              f"| arm | seeds | final acc | best acc | rollouts to {ref} final ({_pct(target)}%) | × {ref} "
+              f"| zero-var share | × {ref} | mean \\|adv\\| | × {ref} | forgotten | unlocked | wall (s) | rollouts used |",
+              "| --- |" + " ---: |" * 13]
+    for arm, st in stats.items():
+        used = "–" if not st.runs else (f"{st.rollouts[0]:,.0f}" if st.rollouts[1] == st.rollouts[2]
+                                        else f"{st.rollouts[0]:,.0f} ({st.rollouts[1]:,.0f}–{st.rollouts[2]:,.0f})")
+        lines.append(
+            f"| {arm} | {len(st.runs)}/{st.total} | {_pct(st.final)} | {_pct(st.best)} | {_to_target(st)} "
+            f"| {_x(_ratio(st.to_target_mean, refst.to_target_mean))} | {_num(st.zero_var)} "
+            f"| {_x(_ratio(st.zero_var[0], refst.zero_var[0]))} | {_num(st.abs_adv)} "
+            f"| {_x(_ratio(st.abs_adv[0], refst.abs_adv[0]))} | {_num(st.forgotten, 1)} | {_num(st.unlocked, 1)} "
+            f"| {_num(st.seconds, 0)} | {used} |")
+    lines += ["", "Rollouts to the reference's final mean accuracy: per seed, the first evaluation at or above it, "
+              "linearly interpolated in rollouts from the evaluation before; the mean is over the seeds that "
+              "reached it (count in brackets). Zero-var share and mean |adv| are per *generated* rollout over the "
+              "whole run: groups a sampler discarded before training count as zero-variance with advantage 0. "
+              "Forgotten / unlocked: the buffer's counters at the last step (bookkeeping only for samplers that "
+              "do not park). Wall time: the whole `rlpp train` process (start-up and evaluations included).", ""]
+    n_done = sum(len(st.runs) for st in stats.values())
+    if budget:
+        lines += ["**Budget check: VIOLATED** — these runs did not end within one step's worth above the budget:", ""]
+        lines += [f"- {b}" for b in budget] + [""]
+    elif n_done:
+        used = [r.final_rollouts for st in stats.values() for r in st.runs]
+        lines += [f"**Budget check: equal.** All {n_done} finished runs ended within one step's worth above the "
+                  f"budget of {spec.budget_rollouts:,} rollouts ({min(used):,}–{max(used):,} used).", ""]
+
+    lines += ["## Findings", "", _findings(spec, stats, target), ""]
+    if figures:
+        lines += ["## Figures", ""]
+        lines += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in figures] + [""]
+        if not any(p.stem.startswith("heatmap_") for p in figures):
+            lines += ["(No pass-rate heat maps: they need the synthetic task's difficulty levels.)", ""]
+        else:
+            lines += ["Heat maps: the lowest seed of each arm; rows are training problems sorted by difficulty level "
+                      "(used only here, never by a sampler), then by final p̂.", ""]
+
+    lines += ["## Runs", "", "| arm | seed | status | initial acc | final acc | rollouts | steps | wall (s) | log |",
+              "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for arm, rs in runs.items():
+        for r in rs:
+            s = r.summary
+            lines.append(f"| {arm} | {r.seed} | {r.status} | {_pct(s.get('initial_accuracy', math.nan))} "
+                         f"| {_pct(s.get('final_accuracy', math.nan))} | {s.get('rollouts', '–')} | {s.get('steps', '–')} "
+                         f"| {_num(r.seconds, 0)} | {_rel(r.log_path, out) if r.status != 'missing' else '(not run)'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _findings(spec: AblationSpec, stats: dict[str, ArmStats], target: float) -> str:
+    ref, refst = spec.reference, stats[spec.reference]
+    if not refst.runs:
+        return f"No finished run of the reference arm `{ref}`: nothing to compare against."
+    t = TARGETS
+    parts = [f"Reference `{ref}`: held-out accuracy {_pct(refst.initial)}% before training, {_pct(refst.final)}% "
+             f"at the end over {len(refst.runs)} seed(s); "
+             f"its mean, {_pct(target)}%, is the level the rollout counts below refer to. Targets for an arm against "
+             f"{ref}: rollouts to that level ≤ {t['rollouts']}×, zero-variance share ≤ {t['zero_var']}×, "
+             f"mean |advantage| ≥ {t['abs_adv']}×. All numbers are measured; CIs are 95% over seeds."]
+    for arm, st in stats.items():
+        if arm == ref:
+            continue
+        if not st.runs:
+            parts.append(f"**{arm}**: no finished runs.")
+            continue
+        r_ro = _ratio(st.to_target_mean, refst.to_target_mean)
+        if not target > refst.initial:
+            ro = (f"rollouts to {_pct(target)}% not assessed: {ref} ended at or below its initial accuracy "
+                  f"({_pct(refst.initial)}%), so that level says nothing about learning speed")
+        elif st.reached == 0:
+            ro = f"did not reach {_pct(target)}% in any of its {len(st.runs)} seeds within the budget (target not met)"
+        else:
+            full = st.reached == len(st.runs) and refst.reached == len(refst.runs)
+            verdict = _verdict(r_ro <= t["rollouts"], r_ro) if full else "target not assessed: not every seed reached it"
+            ro = (f"reached {_pct(target)}% after {st.to_target_mean:,.0f} rollouts ({st.reached}/{len(st.runs)} seeds) "
+                  f"vs {refst.to_target_mean:,.0f} for {ref} ({refst.reached}/{len(refst.runs)}): {_x(r_ro)} ({verdict})")
+        r_zv, r_adv = _ratio(st.zero_var[0], refst.zero_var[0]), _ratio(st.abs_adv[0], refst.abs_adv[0])
+        diff = 100 * (st.final[0] - refst.final[0])
+        overlap = _overlap(st.final, refst.final)
+        parts.append(
+            f"**{arm}**: {ro}; zero-variance share {st.zero_var[0]:.3f} vs {refst.zero_var[0]:.3f}: {_x(r_zv)} "
+            f"({_verdict(r_zv <= t['zero_var'], r_zv)}); mean |advantage| {st.abs_adv[0]:.3f} vs {refst.abs_adv[0]:.3f}: "
+            f"{_x(r_adv)} ({_verdict(r_adv >= t['abs_adv'], r_adv)}); final held-out accuracy {_pct(st.final)}% vs "
+            f"{_pct(refst.final)}% ({diff:+.1f} points{overlap}).")
+    return "\n\n".join(parts)
+
+
+def _verdict(ok: bool, ratio: float) -> str:
+    return "n/a" if not np.isfinite(ratio) else ("target met" if ok else "target not met")
+
+
+def _overlap(a: tuple[float, float], b: tuple[float, float]) -> str:
+    if not (np.isfinite(a[1]) and np.isfinite(b[1])):
+        return ""
+    return "; the 95% CIs overlap" if abs(a[0] - b[0]) <= a[1] + b[1] else "; the 95% CIs do not overlap"
+
+
+def _write_csvs(out: Path, spec, stats: dict[str, ArmStats], runs, target: float) -> None:
+    refst = stats[spec.reference]
+    with open(out / "summary.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arm", "seeds_finished", "seeds_total", "final_accuracy", "final_accuracy_ci95", "best_accuracy",
+                    "best_accuracy_ci95", "target_accuracy", "rollouts_to_target", "seeds_reached_target",
+                    "rollouts_to_target_ratio", "zero_var_frac", "zero_var_frac_ci95", "zero_var_ratio",
+                    "mean_abs_adv", "mean_abs_adv_ci95", "mean_abs_adv_ratio", "forgotten", "unlocked", "seconds",
+                    "rollouts_mean", "rollouts_min", "rollouts_max"])
+        for arm, st in stats.items():
+            w.writerow([arm, len(st.runs), st.total, *st.final, *st.best, target, st.to_target_mean, st.reached,
+                        _ratio(st.to_target_mean, refst.to_target_mean), *st.zero_var,
+                        _ratio(st.zero_var[0], refst.zero_var[0]), *st.abs_adv, _ratio(st.abs_adv[0], refst.abs_adv[0]),
+                        st.forgotten, st.unlocked, st.seconds, *st.rollouts])
+    with open(out / "runs.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arm", "seed", "status", "initial_accuracy", "final_accuracy", "best_accuracy", "best_step", "steps",
+                    "rollouts", "max_step_rollouts", "budget_ok", "rollouts_to_target", "zero_var_frac",
+                    "mean_abs_adv", "forgotten", "unlocked", "seconds", "log"])
+        for arm, rs in runs.items():
+            for r in rs:
+                if r.status != "finished":
+                    w.writerow([arm, r.seed, r.status] + [""] * 14 + [r.log_path])
+                    continue
+                s, reach = r.summary, rollouts_to_target(r.evals["rollouts"], r.evals["accuracy"], target)
+                w.writerow([arm, r.seed, r.status, s["initial_accuracy"], s["final_accuracy"], s["best_accuracy"],
+                            s.get("best_step"), s.get("steps"), r.final_rollouts, r.step_cost,
+                            not budget_problems([r], spec.budget_rollouts), "" if reach is None else reach,
+                            r.zero_var_frac(), r.mean_abs_adv(), r.last("forgotten"), r.last("unlocked"),
+                            r.seconds, r.log_path])
+
+
+def main_report(run_dir: str) -> int:
+    """The ``rlpp report`` command."""
+    try:
+        path = write_report(run_dir)
+    except SpecError as e:
+        print(f"rlpp: report error: {e}", file=sys.stderr)
+        return 2
+    print(f"rlpp report: wrote {path}")
+    return 0

@@ -1,0 +1,164 @@
+"""``rlpp ablate``: every (arm, seed) of a spec as its own ``rlpp train`` subprocess (its own Ray
+instance), ``parallel`` at a time, then the report.
+
+A run whose ``summary.json`` exists is finished and skipped on a later call, provided its saved config
+is the one this spec asks for. A failed run is logged with its log file and the others go on; the exit
+code is then non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlpp.ablate.spec import SPEC_FILE, AblationSpec, SpecError, load_spec, resolve_configs
+
+log = logging.getLogger(__name__)
+RUN_LOG = "run.log"
+RUN_INFO = "run.json"
+
+
+@dataclass
+class Job:
+    arm: str
+    seed: int
+    folder: Path
+    command: list[str]
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.arm}/seed_{self.seed}"
+
+
+def main_ablate(spec_path: str, overrides: list[str]) -> int:
+    """The ``rlpp ablate`` command: 0 when every run finished, 1 when some failed, 2 for a bad spec."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _interrupt)  # a cancelled job stops its runs as Ctrl-C does
+    try:
+        return run_ablation(load_spec(spec_path, overrides))
+    except SpecError as e:
+        print(f"rlpp: ablation error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rlpp: ablation interrupted; finished runs are kept: run the same command again to go on",
+              file=sys.stderr)
+        return 130
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_ablation(spec: AblationSpec) -> int:
+    """Run every missing (arm, seed), write the report; 0 when every run finished, else 1."""
+    runs = resolve_configs(spec)  # every arm's training config validated before anything runs
+    out = Path(spec.output_dir)
+    pending: list[Job] = []
+    for (arm, seed), (cfg, overrides) in runs.items():
+        folder = spec.run_dir(arm, seed)
+        if (folder / "summary.json").is_file():
+            _check_same_config(folder, cfg)
+            log.info("skip %s/seed_%d: finished (%s exists)", arm, seed, folder / "summary.json")
+            continue
+        pending.append(Job(arm, seed, folder, train_command(spec.base, overrides)))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SPEC_FILE).write_text(spec.to_yaml())
+    log.info("ablation %s: %d arms x %d seeds, budget %d rollouts per run; %d to run, %d finished",
+             out, len(spec.arms), len(spec.seeds), spec.budget_rollouts, len(pending), len(runs) - len(pending))
+    failed = _run_all(pending, spec.parallel)
+    from rlpp.ablate.report import write_report
+
+    report = write_report(out)
+    log.info("report: %s", report)
+    for job in failed:
+        log.error("FAILED %s: see %s", job.name, job.folder / RUN_LOG)
+    return 1 if failed else 0
+
+
+def train_command(base: str, overrides: list[str]) -> list[str]:
+    """The command line of one run (a fresh interpreter: its own Ray instance, its own failures)."""
+    return [sys.executable, "-m", "rlpp.cli", "train", base, *overrides]
+
+
+def _check_same_config(folder: Path, cfg) -> None:
+    from rlpp.config.loader import load_config
+    from rlpp.config.schema import ConfigError
+
+    try:
+        same = load_config(folder / "config.yaml") == cfg
+    except ConfigError:
+        same = False
+    if not same:
+        raise SpecError(f"{folder} finished with a different training config than this spec asks for; "
+                        "delete that folder or choose another output_dir")
+
+
+def _run_all(jobs: list[Job], parallel: int) -> list[Job]:
+    queue, running, failed, total = list(jobs), [], [], len(jobs)
+    try:
+        while queue or running:
+            while queue and len(running) < parallel:
+                job = queue.pop(0)
+                _start(job, done=total - len(queue) - 1, total=total)
+                running.append(job)
+            time.sleep(0.2)
+            for job in [j for j in running if j.proc.poll() is not None]:
+                running.remove(job)
+                if not _finish(job):
+                    failed.append(job)
+    finally:
+        for job in running:  # interrupted: stop the runs this call started, letting them shut Ray down
+            job.proc.send_signal(signal.SIGINT)
+        for job in running:
+            try:
+                job.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                job.proc.kill()
+    return failed
+
+
+def _start(job: Job, done: int, total: int) -> None:
+    if job.folder.exists():  # left by an unfinished run: metrics would be appended to
+        log.info("removing the unfinished run in %s", job.folder)
+        shutil.rmtree(job.folder)
+    job.folder.mkdir(parents=True)
+    with open(job.folder / RUN_LOG, "w") as f:
+        f.write("$ " + " ".join(job.command) + "\n")
+        f.flush()
+        job.proc = subprocess.Popen(job.command, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                    start_new_session=True, preexec_fn=_default_sigint)
+    job.started = time.time()
+    log.info("[%d/%d] start %s (log: %s)", done + 1, total, job.name, job.folder / RUN_LOG)
+
+
+def _default_sigint() -> None:
+    """In the run's process before it starts: its own session, so a Ctrl-C reaches it once, from
+    ``_run_all``; and SIGINT handled even where it was ignored (a job started in the background), so
+    the run can shut its Ray instance down."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _finish(job: Job) -> bool:
+    seconds = time.time() - job.started
+    code = job.proc.returncode
+    ok = code == 0 and (job.folder / "summary.json").is_file()
+    (job.folder / RUN_INFO).write_text(json.dumps({"command": job.command, "returncode": code,
+                                                   "seconds": round(seconds, 1), "started": job.started}, indent=1))
+    if ok:
+        s = json.loads((job.folder / "summary.json").read_text())
+        log.info("done %s in %.0f s: held-out accuracy %.3f -> %.3f, %d rollouts", job.name, seconds,
+                 s["initial_accuracy"], s["final_accuracy"], s["rollouts"])
+    else:
+        log.error("FAILED %s (exit code %s) after %.0f s; log: %s", job.name, code, seconds, job.folder / RUN_LOG)
+    return ok

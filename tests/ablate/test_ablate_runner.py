@@ -1,0 +1,60 @@
+"""``rlpp ablate``'s runner with a stand-in for ``rlpp train`` (tests/ablate/fake_train.py): parallel
+runs, a failed run reported with its log while the rest go on, resume skipping finished runs, and a
+finished run with a different config refused."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+from ablate_helpers import spec_text
+
+from rlpp.ablate import runner
+from rlpp.ablate.spec import SpecError, load_spec
+
+FAKE = str(Path(__file__).with_name("fake_train.py"))
+
+
+@pytest.fixture
+def fake_train(monkeypatch):
+    monkeypatch.setattr(runner, "train_command", lambda base, overrides: [sys.executable, FAKE, "train", base, *overrides])
+
+
+def test_runs_fail_resume_and_report(tmp_path, fake_train, caplog):
+    path = tmp_path / "spec.yaml"
+    path.write_text(spec_text(tmp_path / "out", {"uniform": "uniform", "prioritized": "prioritized", "per": "per"},
+                              budget=160, extra="parallel: 2\n"))
+    out = tmp_path / "out"
+    caplog.set_level(logging.INFO, logger="rlpp.ablate.runner")
+    assert runner.run_ablation(load_spec(path)) == 1  # the per arm fails on purpose
+    text = caplog.text
+    assert "FAILED per/seed_0 (exit code 3)" in text and str(out / "per" / "seed_0" / "run.log") in text
+    assert "crashed on purpose" in (out / "per" / "seed_0" / "run.log").read_text()
+    for arm in ("uniform", "prioritized"):
+        for seed in (0, 1):
+            assert (out / arm / f"seed_{seed}" / "summary.json").is_file()
+            assert "fake train:" in (out / arm / f"seed_{seed}" / "run.log").read_text()
+    assert (out / "ablation.yaml").is_file() and (out / "report.md").is_file()
+    assert "| per | 0 | failed |" in (out / "report.md").read_text()
+
+    caplog.clear()
+    stamp = (out / "uniform" / "seed_0" / "summary.json").stat().st_mtime_ns
+    assert runner.run_ablation(load_spec(path)) == 1
+    assert "skip uniform/seed_0: finished" in caplog.text and "skip prioritized/seed_1: finished" in caplog.text
+    assert "start uniform" not in caplog.text and "start per/seed_0" in caplog.text
+    assert "removing the unfinished run" in caplog.text
+    assert (out / "uniform" / "seed_0" / "summary.json").stat().st_mtime_ns == stamp
+
+    # a finished run made under other settings is never mixed into the comparison
+    with pytest.raises(SpecError, match="finished with a different training config"):
+        runner.run_ablation(load_spec(path, ["budget_rollouts=320"]))
+
+
+def test_bad_arm_fails_before_any_run(tmp_path, fake_train):
+    path = tmp_path / "spec.yaml"
+    path.write_text(spec_text(tmp_path / "out", {"uniform": "uniform", "typo": "prioritised"}))
+    with pytest.raises(SpecError, match=r"arms.typo .*buffer.sampler must be one of"):
+        runner.run_ablation(load_spec(path))
+    assert not (tmp_path / "out").exists()

@@ -7,7 +7,6 @@ import os
 import signal
 import threading
 
-import numpy as np
 import pytest
 import ray
 

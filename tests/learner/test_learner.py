@@ -3,7 +3,6 @@ ranks agree with a single rank, and checkpoints hold HF weights plus optimizer s
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest

@@ -80,7 +80,7 @@ class Trainer:
                 metrics.update(self._train(batch, step) if batch is not None else {})
             with timer("sync"):
                 self.sync_weights()
-            metrics.update(self._rollout_metrics(result, step, timer))
+            metrics.update(self._rollout_metrics(result, timer))
             self.sink.log(step, metrics)
             last = step == cfg.steps or 0 < cfg.max_rollouts <= self.rollouts_done
             if (cfg.eval_every and step % cfg.eval_every == 0) or last:
@@ -170,7 +170,7 @@ class Trainer:
         log.info("step %d: %s accuracy %.4f", step, split, metrics[f"{split}/accuracy"])
         return {"step": step, **metrics}
 
-    def _rollout_metrics(self, result: RolloutResult, step: int, timer: PhaseTimer) -> dict:
+    def _rollout_metrics(self, result: RolloutResult, timer: PhaseTimer) -> dict:
         stats = ray.get(self.buffer.stats.remote())
         success = result.rewards >= self.cfg.buffer.success_threshold
         return {**result.metrics, **timer.metrics(), **stats, "rollouts": self.rollouts_done,

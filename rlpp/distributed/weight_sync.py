@@ -26,7 +26,7 @@ class WeightSync:
 
         sizes = ray.get([a.sync_world_size.remote() for a in self.rollouts.actors])
         world, offsets = transfer_group_layout(sizes)
-        address, port = ray.get(self.learners.actors[0].sync_endpoint.remote())
+        address, port = ray.get(self.learners.actors[0].endpoint.remote())
         # Both sides block in the rendezvous until all ranks arrive: launch every call, then wait.
         receivers = [a.sync_init.remote(address, port, off, world) for a, off in zip(self.rollouts.actors, offsets)]
         senders = [a.sync_init.remote(address, port, world) for a in self.learners.actors]

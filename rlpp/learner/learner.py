@@ -218,11 +218,6 @@ class Learner:
         return out if self.rank == 0 else None
 
     # NCCL weight sync to vLLM (GPU): rank 0 is rank 0 of the transfer group; other ranks only gather.
-    def sync_endpoint(self) -> tuple[str, int]:
-        from rlpp.sync.nccl import NcclWeightSender
-
-        return NcclWeightSender.endpoint()
-
     def sync_init(self, address: str, port: int, world_size: int):
         """Rank 0 opens the transfer group and returns the weights' metadata for the receivers; every
         rank must call this (reading the metadata gathers each parameter under ZeRO-3)."""

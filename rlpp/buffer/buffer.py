@@ -4,8 +4,9 @@ The buffer holds problem ids (ints) and statistics in numpy arrays, never text. 
 exactly one pool:
 
 - ``heap``: unseen, or last seen with 0 < p̂ < 1; served by the sampler.
-- ``solved`` (p̂ = 1) / ``unsolved`` (p̂ = 0): parked; samplers that park serve them only through
-  retests (oldest last visit first), or when nothing else is left.
+- ``solved`` (p̂ = 1) / ``unsolved`` (p̂ = 0) after ``park_after`` such groups in a row: parked;
+  samplers that park serve them only through retests (oldest last visit first), the ``prioritized``
+  sampler's uniform share, or when nothing else is left.
 - ``in_flight``: handed out by ``sample`` and not yet answered by ``update`` or ``release``.
 
 Every public method checks its input completely before changing anything, so a bad call raises a
@@ -20,13 +21,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rlpp.buffer.samplers import SAMPLERS, Sampler
-from rlpp.buffer.structures import MAX_PROBLEMS, key_id, visit_keys
+from rlpp.buffer.samplers import Sampler, make_sampler
+from rlpp.buffer.structures import MAX_PROBLEMS, IdSet, key_id, visit_key, visit_keys
+from rlpp.config.buffer import PAPER
 from rlpp.config.schema import BufferConfig, validate
 
 HEAP, SOLVED, UNSOLVED, IN_FLIGHT = 0, 1, 2, 3
 POOL_NAMES = ("heap", "solved", "unsolved", "in_flight")
-STATE_VERSION = 1
+STATE_VERSION = 2
+PARKED_GROWTH, PARKED_SLACK = 2, 1024
+"""The parked queue is rebuilt once stale entries (problems the uniform share took) outnumber live ones."""
 
 
 @dataclass
@@ -50,6 +54,8 @@ class PriorityBuffer:
         if not 1 <= num_problems < MAX_PROBLEMS:
             raise ValueError(f"num_problems must be in [1, {MAX_PROBLEMS}), got {num_problems}")
         self.cfg = cfg
+        self.variant = cfg.prioritized if cfg.sampler == "prioritized" else PAPER
+        self.retest_mode = "periodic" if cfg.sampler == "paper" else cfg.retest.mode
         self.num_problems = n = int(num_problems)
         self.rng = np.random.default_rng(seed)
         self.attempts = np.zeros(n, dtype=np.int64)
@@ -60,16 +66,23 @@ class PriorityBuffer:
         self.p_hat = np.full(n, np.nan)
         self.priority = np.full(n, cfg.unseen_priority)
         self.visits = np.zeros(n, dtype=np.int32)
+        # Consecutive zero-variance groups: +k after k all-pass groups in a row, -k after k all-fail.
+        self.streak = np.zeros(n, dtype=np.int32)
         self.last_visit = np.full(n, -1, dtype=np.int64)
         self.sample_step = np.full(n, -1, dtype=np.int64)
         self.pool = np.zeros(n, dtype=np.int8)
         self.origin = np.zeros(n, dtype=np.int8)  # pool a problem left when it went in flight
         self.counts = np.array([n, 0, 0, 0], dtype=np.int64)
         self.parked: list[int] = []  # min-heap of visit keys over solved ∪ unsolved (parking samplers)
+        # Every problem not in flight, for the prioritized sampler's uniform share (else unused).
+        self.mix = self.variant.uniform_mix
+        self.available = IdSet(n if self.mix else 0)
+        if self.mix:
+            self.available.insert(np.arange(n, dtype=np.int64))
         self.step = 0
         self.last_round = 0
         self.counters = dict(forgotten=0, unlocked=0, retested=0, released=0, seen=0, updates=0)
-        self.sampler: Sampler = SAMPLERS[cfg.sampler](self)
+        self.sampler: Sampler = make_sampler(self)
         self.sampler.insert(np.arange(n, dtype=np.int64))
 
     # ---------------------------------------------------------------- serving
@@ -93,27 +106,50 @@ class PriorityBuffer:
         self.step = step
         if new_round:
             self.last_round = step
-        retest = self._pop_parked(n_retest)
-        ids, weights = self.sampler.pop(n - len(retest))
+        # Each part goes in flight as soon as it is drawn, so no later part can serve it again.
+        retest = self._take(self._pop_parked(n_retest), step)
+        mixed = self._take(self._pop_uniform(n - len(retest)), step, drawn_from_available=True)
+        ids, weights = self.sampler.pop(n - len(retest) - len(mixed))
+        self._take(ids, step)
         # A sampler that parks may run dry; parked problems then fill the batch, oldest first.
-        fill = self._pop_parked(n - len(retest) - len(ids)) if self.sampler.parks else retest[:0]
-        all_ids = np.concatenate([retest, ids, fill])
-        self.origin[all_ids] = self.pool[all_ids]
-        self._move(all_ids, IN_FLIGHT)
-        self.sample_step[all_ids] = step
-        self.counters["retested"] += len(retest) + len(fill)
-        is_retest = np.zeros(len(all_ids), dtype=bool)
-        is_retest[: len(retest)] = True
-        is_retest[len(retest) + len(ids) :] = True
-        w = np.concatenate([np.ones(len(retest)), weights, np.ones(len(fill))])
+        fill = self._pop_parked(n - len(retest) - len(mixed) - len(ids)) if self.sampler.parks else retest[:0]
+        self._take(fill, step)
+        all_ids = np.concatenate([retest, mixed, ids, fill])
+        is_retest = np.concatenate([np.ones(len(retest), dtype=bool), self.origin[mixed] != HEAP,
+                                    np.zeros(len(ids), dtype=bool), np.ones(len(fill), dtype=bool)])
+        self.counters["retested"] += int(is_retest.sum())
+        w = np.concatenate([np.ones(len(retest) + len(mixed)), weights, np.ones(len(fill))])
         return SampleBatch(ids=all_ids, weights=w, retest=is_retest, step=step)
 
+    def _take(self, ids: np.ndarray, step: int, drawn_from_available: bool = False) -> np.ndarray:
+        """Put freshly drawn ``ids`` in flight."""
+        if self.mix and not drawn_from_available:
+            self.available.remove(ids)
+        self.origin[ids] = self.pool[ids]
+        self._move(ids, IN_FLIGHT)
+        self.sample_step[ids] = step
+        return ids
+
+    def _pop_uniform(self, room: int) -> np.ndarray:
+        """The uniform share of a batch: uniform_mix of it on average, from every problem not in flight."""
+        if not self.mix or room <= 0:
+            return np.empty(0, dtype=np.int64)
+        want = self.mix * room
+        k = min(room, int(want) + int(self.rng.random() < want - int(want)))
+        ids = self.available.draw(k, self.rng)
+        in_heap = ids[self.pool[ids] == HEAP]
+        self.sampler.discard(in_heap)  # entries of parked ones in the parked queue just go stale
+        return ids
+
     def _retest_quota(self, n: int, step: int) -> tuple[int, bool]:
-        r = self.cfg.retest
-        if not self.sampler.parks or r.mode == "off":
+        r, mode = self.cfg.retest, self.retest_mode
+        if not self.sampler.parks or mode == "off":
             return 0, False
-        if r.mode == "fraction":
+        if mode == "fraction":
             return math.ceil(r.batch_fraction * n), False
+        if mode == "scaled":
+            parked = int(self.counts[SOLVED] + self.counts[UNSOLVED])
+            return math.ceil(min(r.max_fraction, r.scale * parked / self.num_problems) * n * (1 - 1e-12)), False
         if step > self.step and step - self.last_round >= r.every_steps:
             if r.per_round > n:
                 raise ValueError(
@@ -124,8 +160,24 @@ class PriorityBuffer:
         return 0, False
 
     def _pop_parked(self, k: int) -> np.ndarray:
-        out = [key_id(heapq.heappop(self.parked)) for _ in range(min(k, len(self.parked)))]
+        parked = self.parked
+        if not self.mix:  # no entry ever goes stale
+            out = [key_id(heapq.heappop(parked)) for _ in range(min(k, len(parked)))]
+        else:
+            out, taken = [], set()
+            while len(out) < k and parked:
+                key = heapq.heappop(parked)
+                i = key_id(key)
+                if i not in taken and self._parked_live(key):
+                    out.append(i)
+                    taken.add(i)
         return np.asarray(out, dtype=np.int64)
+
+    def _parked_live(self, key: int) -> bool:
+        """Whether a parked-queue entry still stands for its problem (the uniform share may have taken
+        the problem since, leaving the entry stale)."""
+        i = key_id(key)
+        return self.pool[i] in (SOLVED, UNSOLVED) and visit_key(int(self.last_visit[i]), i) == key
 
     # ---------------------------------------------------------------- results
     def update(self, ids, rewards) -> dict[str, int]:
@@ -163,7 +215,9 @@ class PriorityBuffer:
         self.counters["seen"] += int((self.visits[ids] == 0).sum())
         self.counters["updates"] += len(ids)
         self.p_hat[ids] = p
-        self.priority[ids] = p * (1.0 - p)
+        streak = self.streak[ids]
+        self.streak[ids] = np.where(s == g, np.maximum(streak, 0) + 1, np.where(s == 0, np.minimum(streak, 0) - 1, 0))
+        self.priority[ids] = self._priority(ids)
         self.visits[ids] += 1
         self.last_visit[ids] = self.sample_step[ids]
         prev = self.origin[ids]
@@ -171,10 +225,30 @@ class PriorityBuffer:
         unlocked = int(((prev == UNSOLVED) & (p > 0.0)).sum())
         self.counters["forgotten"] += forgotten
         self.counters["unlocked"] += unlocked
-        pools = np.where(p >= 1.0, SOLVED, np.where(p <= 0.0, UNSOLVED, HEAP)).astype(np.int8)
+        pools = self._pools(ids)
         self._make_available(ids, pools)
         return {"forgotten": forgotten, "unlocked": unlocked, "solved": int((pools == SOLVED).sum()),
                 "unsolved": int((pools == UNSOLVED).sum())}
+
+    def _priority(self, ids: np.ndarray) -> np.ndarray:
+        """ω of visited problems: p̂(1 - p̂), or E[p(1 - p)] under the Beta posterior."""
+        v = self.variant
+        if v.priority == "point":
+            p = self.p_hat[ids]
+            return p * (1.0 - p)
+        if self.cfg.stats == "decayed":
+            s, t = self.w_successes[ids], self.w_attempts[ids]
+        else:
+            s, t = self.successes[ids].astype(np.float64), self.attempts[ids].astype(np.float64)
+        a, b = v.prior_successes + s, v.prior_failures + (t - s)
+        return a * b / ((a + b) * (a + b + 1.0))
+
+    def _pools(self, ids: np.ndarray) -> np.ndarray:
+        """Where visited problems belong: parked once p̂ is 1 (or 0) after ``park_after`` all-pass (or
+        all-fail) groups in a row, else the heap."""
+        p, streak, k = self.p_hat[ids], self.streak[ids], self.variant.park_after
+        return np.where((p >= 1.0) & (streak >= k), SOLVED,
+                        np.where((p <= 0.0) & (streak <= -k), UNSOLVED, HEAP)).astype(np.int8)
 
     def release(self, ids) -> int:
         """Hand in-flight problems back unchanged (their results never came); returns how many."""
@@ -213,12 +287,21 @@ class PriorityBuffer:
 
     def _make_available(self, ids: np.ndarray, pools: np.ndarray) -> None:
         self._move(ids, pools)
+        if self.mix:
+            self.available.insert(ids)
         if not self.sampler.parks:
             self.sampler.insert(ids)
             return
         self.sampler.insert(ids[pools == HEAP])
         for k in visit_keys(self.last_visit[ids], ids)[pools != HEAP].tolist():
             heapq.heappush(self.parked, k)
+        if self.mix and len(self.parked) > PARKED_GROWTH * (self.counts[SOLVED] + self.counts[UNSOLVED]) + PARKED_SLACK:
+            self._rebuild_parked()
+
+    def _rebuild_parked(self) -> None:
+        parked = np.flatnonzero((self.pool == SOLVED) | (self.pool == UNSOLVED))
+        self.parked = visit_keys(self.last_visit[parked], parked).tolist()
+        heapq.heapify(self.parked)
 
     # ---------------------------------------------------------------- metrics
     def stats(self, histogram_bins: int = 0) -> dict[str, float]:
@@ -244,7 +327,7 @@ class PriorityBuffer:
         return self.pool.copy()
 
     # ---------------------------------------------------------------- state
-    _ARRAYS = ("attempts", "successes", "w_successes", "w_attempts", "p_hat", "priority", "visits",
+    _ARRAYS = ("attempts", "successes", "w_successes", "w_attempts", "p_hat", "priority", "visits", "streak",
                "last_visit", "sample_step", "pool", "origin", "counts")
 
     def state_dict(self) -> dict:
@@ -260,6 +343,7 @@ class PriorityBuffer:
             "counters": dict(self.counters),
             "rng": self.rng.bit_generator.state,
             "sampler_state": self.sampler.state_dict(),
+            "available": self.available.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -279,14 +363,13 @@ class PriorityBuffer:
         self.step, self.last_round = int(state["step"]), int(state["last_round"])
         self.counters = dict(state["counters"])
         self.rng.bit_generator.state = state["rng"]
-        self.sampler = SAMPLERS[self.cfg.sampler](self)
+        self.sampler = make_sampler(self)
+        self.available.load_state_dict(state["available"])
         available = np.flatnonzero(self.pool == HEAP) if self.sampler.parks else np.flatnonzero(self.pool != IN_FLIGHT)
         self.sampler.load_state_dict(state["sampler_state"], available)
         self.parked = []
         if self.sampler.parks:
-            parked = np.flatnonzero((self.pool == SOLVED) | (self.pool == UNSOLVED))
-            self.parked = visit_keys(self.last_visit[parked], parked).tolist()
-            heapq.heapify(self.parked)
+            self._rebuild_parked()
 
     # ---------------------------------------------------------------- checking
     def check_invariants(self) -> None:
@@ -296,17 +379,20 @@ class PriorityBuffer:
         assert (self.counts == np.bincount(pool, minlength=4)).all(), "pool counts drifted"
         served = np.sort(self.sampler.members())
         assert len(np.unique(served)) == len(served), "sampler holds a problem twice"
-        parked = np.sort(np.array([key_id(k) for k in self.parked], dtype=np.int64))
-        assert len(np.unique(parked)) == len(parked), "parked queue holds a problem twice"
+        live = [k for k in self.parked if self._parked_live(k)] if self.mix else self.parked
+        parked = np.unique(np.array([key_id(k) for k in live], dtype=np.int64))
+        assert len(parked) == len(live) or self.mix, "parked queue holds a problem twice"
+        if self.mix:
+            assert np.array_equal(np.sort(self.available.members()), np.flatnonzero(pool != IN_FLIGHT)), \
+                "uniform-share index != problems not in flight"
         if self.sampler.parks:
             assert np.array_equal(served, np.flatnonzero(pool == HEAP)), "sampler index != heap pool"
             assert np.array_equal(parked, np.flatnonzero((pool == SOLVED) | (pool == UNSOLVED))), "parked queue != parked pools"
         else:
             assert np.array_equal(served, np.flatnonzero(pool != IN_FLIGHT)), "sampler index != available problems"
             assert len(parked) == 0, "a sampler that never parks has a parked queue"
-        visited = self.visits > 0
-        p = self.p_hat[visited]
-        assert np.allclose(self.priority[visited], p * (1 - p), rtol=0, atol=1e-15), "priority != p(1-p)"
-        assert (self.priority[~visited] == self.cfg.unseen_priority).all(), "unseen problem lost its priority"
-        done = visited & (pool != IN_FLIGHT)
-        assert (pool[done & (self.p_hat >= 1)] == SOLVED).all() and (pool[done & (self.p_hat <= 0)] == UNSOLVED).all()
+        visited = np.flatnonzero(self.visits > 0)
+        assert np.allclose(self.priority[visited], self._priority(visited), rtol=0, atol=1e-15), "priority != its formula"
+        assert (self.priority[self.visits == 0] == self.cfg.unseen_priority).all(), "unseen problem lost its priority"
+        done = visited[pool[visited] != IN_FLIGHT]
+        assert np.array_equal(pool[done], self._pools(done)), "a visited problem sits in the wrong pool"

@@ -72,26 +72,70 @@ class Sampler:
 
 @register_sampler("prioritized")
 class PrioritizedSampler(Sampler):
-    """Greedy top-B by priority from a max-heap (ties: oldest last visit, then lowest id)."""
+    """Greedy top-B by score from a max-heap (ties: oldest last visit, then lowest id). The score is
+    the priority, plus ``age_bonus`` per step since the last visit: ω + c·(step - t) orders like
+    ω - c·t for every problem at once, so keys never need refreshing as steps pass.
+
+    With a uniform share (``uniform_mix``) the buffer takes problems out of the heap pool behind the
+    heap's back; their entries go stale and are skipped when popped (an entry is live while its
+    problem sits in the heap pool under that very key), and the heap is rebuilt when stale entries
+    outnumber live ones by ``HEAP_GROWTH``.
+    """
+
+    HEAP_GROWTH = 2
+    HEAP_SLACK = 1024
 
     def __init__(self, buf: "PriorityBuffer"):
         super().__init__(buf)
         self.heap: list[int] = []
+        self.lazy = buf.variant.uniform_mix > 0
 
     def __len__(self) -> int:
-        return len(self.heap)
+        return int(self.buf.counts[0])
+
+    def _keys(self, ids: np.ndarray) -> list[int]:
+        b, c = self.buf, self.buf.variant.age_bonus
+        score = b.priority[ids] - c * (b.last_visit[ids] + 1) if c else b.priority[ids]
+        return priority_keys(score, b.last_visit[ids], ids)
 
     def insert(self, ids: np.ndarray) -> None:
-        b = self.buf
-        add_to_heap(self.heap, len(ids), (priority_keys(b.priority[c], b.last_visit[c], c) for c in chunks(ids)))
+        add_to_heap(self.heap, len(ids), map(self._keys, chunks(ids)))
+        if self.lazy and len(self.heap) > self.HEAP_GROWTH * len(self) + self.HEAP_SLACK:
+            self.heap = []
+            live = np.flatnonzero(self.buf.pool == 0)
+            add_to_heap(self.heap, len(live), map(self._keys, chunks(live)))
+
+    def discard(self, ids: np.ndarray) -> None:
+        """``ids`` left the heap pool without a pop: their entries are stale now (lazy mode only)."""
+
+    def _live(self, key: int) -> bool:
+        i = key_id(key)
+        return self.buf.pool[i] == 0 and self._keys(np.array([i]))[0] == key
 
     def members(self) -> np.ndarray:
+        if self.lazy:  # a released problem may have two identical live entries; it is served once
+            return np.unique([key_id(k) for k in self.heap if self._live(k)]).astype(np.int64)
         return np.array([key_id(k) for k in self.heap], dtype=np.int64)
 
     def pop(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         heap = self.heap
-        out = [key_id(heapq.heappop(heap)) for _ in range(min(n, len(heap)))]
+        if not self.lazy:
+            out = [key_id(heapq.heappop(heap)) for _ in range(min(n, len(heap)))]
+        else:
+            out, taken = [], set()  # a copy of a taken key further down must read as stale
+            while len(out) < n and heap:
+                key = heapq.heappop(heap)
+                i = key_id(key)
+                if i not in taken and self._live(key):
+                    out.append(i)
+                    taken.add(i)
         return np.asarray(out, dtype=np.int64), np.ones(len(out))
+
+
+@register_sampler("paper")
+class PaperSampler(PrioritizedSampler):
+    """The paper's method exactly: the buffer gives this sampler the ``PAPER`` settings (greedy, point
+    priority, park after one zero-variance group, no uniform share, no age bonus) and periodic retest."""
 
 
 @register_sampler("uniform")
@@ -134,9 +178,8 @@ class DapoFilterSampler(UniformSampler):
         return math.ceil(batch_size * self.buf.cfg.dapo_filter.oversample * (1 - 1e-12))
 
 
-@register_sampler("per")
-class PERSampler(Sampler):
-    """Proportional prioritization: P(i) ∝ (ω_i + eps)^alpha over a sum-tree, with importance weights."""
+class TreeSampler(Sampler):
+    """Draws without replacement with probability ∝ a per-problem mass, over a sum-tree."""
 
     def __init__(self, buf: "PriorityBuffer"):
         super().__init__(buf)
@@ -147,8 +190,7 @@ class PERSampler(Sampler):
         return self.size
 
     def _mass(self, ids: np.ndarray) -> np.ndarray:
-        c = self.buf.cfg.per
-        return (self.buf.priority[ids] + c.eps) ** c.alpha
+        raise NotImplementedError
 
     def probabilities(self, ids: np.ndarray) -> np.ndarray:
         """The probability that a single draw now picks each of ``ids``."""
@@ -161,10 +203,15 @@ class PERSampler(Sampler):
         self.tree.set(ids, self._mass(ids))
         self.size += len(ids)
 
-    def pop(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def discard(self, ids: np.ndarray) -> None:
+        self.tree.set(ids, np.zeros(len(ids)))
+        self.size -= len(ids)
+
+    def draw(self, n: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Up to n distinct ids, each one's probability at the first draw, and how many were available."""
         m = min(n, self.size)
         if m == 0:
-            return np.empty(0, dtype=np.int64), np.empty(0)
+            return np.empty(0, dtype=np.int64), np.empty(0), self.size
         rng, tree, total0, n_avail = self.buf.rng, self.tree, self.tree.total, self.size
         chosen: list[np.ndarray] = []
         probs: list[np.ndarray] = []
@@ -180,10 +227,47 @@ class PERSampler(Sampler):
             tree.set(ids, np.zeros(len(ids)))
             chosen.append(ids)
             need -= len(ids)
-        out = np.concatenate(chosen)
         self.size -= m
-        w = (n_avail * np.concatenate(probs)) ** (-self.buf.cfg.per.beta)
-        return out, w / w.max()
+        return np.concatenate(chosen), np.concatenate(probs), n_avail
+
+
+class StochasticSampler(TreeSampler):
+    """``prioritized`` with ``selection=proportional`` (mass (ω + eps)^alpha) or ``softmax`` (mass
+    exp((ω - 0.25) / temperature)); no importance weights: the point is where the compute goes, not
+    an unbiased estimate of the uniform gradient."""
+
+    def _mass(self, ids: np.ndarray) -> np.ndarray:
+        v, w = self.buf.variant, self.buf.priority[ids]
+        if v.selection == "softmax":
+            return np.exp((np.minimum(w, 0.25) - 0.25) / v.temperature)
+        return (w + v.eps) ** v.alpha
+
+    def pop(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        ids, _, _ = self.draw(n)
+        return ids, np.ones(len(ids))
+
+
+@register_sampler("per")
+class PERSampler(TreeSampler):
+    """Proportional prioritization: P(i) ∝ (ω_i + eps)^alpha over a sum-tree, with importance weights."""
+
+    def _mass(self, ids: np.ndarray) -> np.ndarray:
+        c = self.buf.cfg.per
+        return (self.buf.priority[ids] + c.eps) ** c.alpha
+
+    def pop(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        ids, probs, n_avail = self.draw(n)
+        if len(ids) == 0:
+            return ids, probs
+        w = (n_avail * probs) ** (-self.buf.cfg.per.beta)
+        return ids, w / w.max()
+
+
+def make_sampler(buf: "PriorityBuffer") -> Sampler:
+    """The sampler ``buf.cfg.sampler`` names, in the form its settings ask for."""
+    if buf.cfg.sampler == "prioritized" and buf.variant.selection != "greedy":
+        return StochasticSampler(buf)
+    return SAMPLERS[buf.cfg.sampler](buf)
 
 
 @register_sampler("prompt_replay")

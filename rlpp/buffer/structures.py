@@ -34,6 +34,13 @@ def float_order(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float64).view(np.uint64)
 
 
+def signed_float_order(x: np.ndarray) -> np.ndarray:
+    """uint64 bit patterns of finite floats of either sign; they order like the floats (negative
+    patterns are inverted, non-negative ones get the sign bit set)."""
+    b = np.ascontiguousarray(x, dtype=np.float64).view(np.uint64)
+    return np.where(b >> np.uint64(63) == 1, ~b, b | np.uint64(1 << 63))
+
+
 def float_order_one(x: float) -> int:
     """The scalar form of ``float_order``."""
     return int.from_bytes(_F64.pack(x), "little")
@@ -60,9 +67,10 @@ def packed_key(major: int, last_visit: int, i: int) -> int:
     return (major << 64) | visit_key(last_visit, i)
 
 
-def priority_keys(priority: np.ndarray, last_visit: np.ndarray, ids: np.ndarray) -> list[int]:
-    """Min-heap keys serving the highest priority first, ties by oldest last visit, then lowest id."""
-    return packed_keys(~float_order(priority), last_visit, ids)
+def priority_keys(score: np.ndarray, last_visit: np.ndarray, ids: np.ndarray) -> list[int]:
+    """Min-heap keys serving the highest score (any sign) first, ties by oldest last visit, then
+    lowest id."""
+    return packed_keys(~signed_float_order(score), last_visit, ids)
 
 
 def add_to_heap(heap: list[int], count: int, key_chunks: Iterable[list[int]]) -> None:

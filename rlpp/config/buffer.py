@@ -6,30 +6,39 @@ from dataclasses import dataclass, field
 
 from rlpp.config.base import Problems, at_least, in_range, one_of
 
-SAMPLER_NAMES = ("prioritized", "uniform", "per", "prompt_replay", "dapo_filter")
+SAMPLER_NAMES = ("prioritized", "paper", "uniform", "per", "prompt_replay", "dapo_filter")
 
 
 @dataclass(frozen=True)
 class RetestConfig:
     """When parked (always solved / always failed) problems are tried again.
 
-    Applies to samplers that park problems (``prioritized``, ``per``); the others never withhold a
-    problem, so there is nothing to retest and this group is unused by them.
+    Applies to samplers that park problems (``prioritized``, ``paper``, ``per``); the others never
+    withhold a problem, so there is nothing to retest and this group is unused by them. ``paper``
+    always retests ``periodic``-ally, whatever ``mode`` says.
     """
 
     mode: str = "periodic"
     """``periodic``: every ``every_steps`` steps put ``per_round`` parked problems into the batch;
-    ``fraction``: every batch carries ceil(``batch_fraction`` * batch) parked problems; ``off``: never
-    (parked problems then return only when nothing else is left)."""
+    ``fraction``: every batch carries ceil(``batch_fraction`` * batch) parked problems; ``scaled``: every
+    batch carries ceil(min(``max_fraction``, ``scale`` * parked / problems) * batch), so the retest rate
+    grows with the parked pools; ``off``: never (parked problems then return only when nothing else is
+    left)."""
     every_steps: int = 10
     """Steps between two periodic retest rounds (R)."""
     per_round: int = 8
     """Parked problems per periodic round, oldest last visit first; must not exceed the batch size."""
     batch_fraction: float = 0.125
     """With ``mode=fraction``: share of every batch drawn from the parked pools."""
+    scale: float = 1.0
+    """With ``mode=scaled``: retest share of a batch per unit of parked share of all problems."""
+    max_fraction: float = 0.5
+    """With ``mode=scaled``: the largest share of a batch that retests may take."""
 
     def _problems(self) -> Problems:
-        yield from one_of("mode", self.mode, ("periodic", "fraction", "off"))
+        yield from one_of("mode", self.mode, ("periodic", "fraction", "scaled", "off"))
+        yield from in_range("scale", self.scale, 0.0, 100.0, lo_open=True)
+        yield from in_range("max_fraction", self.max_fraction, 0.0, 1.0, lo_open=True)
         yield from at_least("every_steps", self.every_steps, 1)
         yield from at_least("per_round", self.per_round, 1)
         yield from in_range("batch_fraction", self.batch_fraction, 0.0, 1.0, lo_open=True, hi_open=True)
@@ -83,12 +92,75 @@ class DapoFilterConfig:
         yield from at_least("oversample", self.oversample, 1.0)
 
 
+SELECTIONS = ("greedy", "proportional", "softmax")
+
+
+@dataclass(frozen=True)
+class PrioritizedConfig:
+    """How the ``prioritized`` sampler scores, parks and chooses problems.
+
+    Every default here reproduces the paper's method (greedy top-B by the latest group's p̂(1-p̂),
+    parked after one all-pass or all-fail group); the ``paper`` sampler ignores this group and always
+    behaves so. Other samplers use the paper's scoring too.
+    """
+
+    selection: str = "greedy"
+    """``greedy``: the B highest priorities (a max-heap); ``proportional``: draws without replacement
+    with probability ∝ (ω + eps)^alpha; ``softmax``: ∝ exp(ω / temperature). Stochastic selection
+    keeps every active problem in play instead of serving the same p̂ ≈ 0.5 problems again and again."""
+    alpha: float = 1.0
+    """With ``selection=proportional``: 0 is uniform over the active problems, 1 fully proportional."""
+    eps: float = 1e-3
+    """With ``selection=proportional``: added to every priority so no active problem has zero chance."""
+    temperature: float = 0.05
+    """With ``selection=softmax``: lower is greedier (ω spans [0, 0.25])."""
+    uniform_mix: float = 0.0
+    """Share of every batch drawn uniformly from every problem not in flight, parked ones included
+    (stochastically rounded, so the share holds on average)."""
+    priority: str = "point"
+    """``point``: ω = p̂(1-p̂) of the evidence (``buffer.stats``); ``posterior``: ω = E[p(1-p)] under a
+    Beta(prior_successes + s, prior_failures + f) posterior over every visit's s successes and f
+    failures (down-weighted with ``stats=decayed``), which never reaches 0 after one group."""
+    prior_successes: float = 1.0
+    """With ``priority=posterior``: pseudo-count of successes in the Beta prior."""
+    prior_failures: float = 1.0
+    """With ``priority=posterior``: pseudo-count of failures in the Beta prior."""
+    park_after: int = 1
+    """Park a problem only after this many consecutive all-pass (or all-fail) groups; until then it
+    stays active (with ``priority=point`` at ω = 0, served last)."""
+    age_bonus: float = 0.0
+    """With ``selection=greedy``: priority grows by this much per step since the last visit, so a
+    problem waits at most about unseen_priority / age_bonus steps longer than any problem that became
+    active after it (the heap keys stay static: ω - age_bonus * last_visit orders the same)."""
+
+    def _problems(self) -> Problems:
+        yield from one_of("selection", self.selection, SELECTIONS)
+        yield from in_range("alpha", self.alpha, 0.0, 4.0)
+        yield from in_range("eps", self.eps, 0.0, 1.0, lo_open=True)
+        yield from in_range("temperature", self.temperature, 1e-3, 100.0)
+        yield from in_range("uniform_mix", self.uniform_mix, 0.0, 1.0, hi_open=True)
+        yield from one_of("priority", self.priority, ("point", "posterior"))
+        yield from in_range("prior_successes", self.prior_successes, 0.0, 1e6, lo_open=True)
+        yield from in_range("prior_failures", self.prior_failures, 0.0, 1e6, lo_open=True)
+        yield from in_range("park_after", self.park_after, 1, 1000)
+        yield from in_range("age_bonus", self.age_bonus, 0.0, 1.0)
+        if self.age_bonus > 0 and self.selection != "greedy":
+            yield "age_bonus", (f"applies to selection=greedy only (stochastic selection gives every problem "
+                                f"a chance each step), got selection={self.selection!r}")
+
+
+PAPER = PrioritizedConfig(selection="greedy", uniform_mix=0.0, priority="point", park_after=1, age_bonus=0.0)
+"""The paper's method; what the ``paper`` sampler (and every sampler but ``prioritized``) uses."""
+
+
 @dataclass(frozen=True)
 class BufferConfig:
     """The priority buffer: per-problem statistics, pools and the sampler that serves batches."""
 
     sampler: str = "prioritized"
-    """One of ``prioritized`` (greedy top-B by ω), ``uniform``, ``per``, ``prompt_replay``, ``dapo_filter``."""
+    """One of ``prioritized`` (by ω, tuned by ``buffer.prioritized``), ``paper`` (the paper's method
+    exactly: greedy top-B, park after one zero-variance group, periodic retest), ``uniform``, ``per``,
+    ``prompt_replay``, ``dapo_filter``."""
     success_threshold: float = 0.5
     """A rollout succeeds when its reward >= this; rewards need not be binary."""
     unseen_priority: float = 0.25
@@ -98,6 +170,7 @@ class BufferConfig:
     decay: float = 0.5
     """With ``stats=decayed``: weight that earlier evidence keeps at each new visit, in [0, 1)."""
     retest: RetestConfig = field(default_factory=RetestConfig)
+    prioritized: PrioritizedConfig = field(default_factory=PrioritizedConfig)
     per: PERConfig = field(default_factory=PERConfig)
     prompt_replay: PromptReplayConfig = field(default_factory=PromptReplayConfig)
     dapo_filter: DapoFilterConfig = field(default_factory=DapoFilterConfig)

@@ -14,13 +14,14 @@ from rlpp.config.buffer import (
     BufferConfig,
     DapoFilterConfig,
     PERConfig,
+    PrioritizedConfig,
     PromptReplayConfig,
     RetestConfig,
 )
 
 __all__ = [
     "SAMPLER_NAMES", "AlgoConfig", "BufferConfig", "Config", "ConfigError", "DapoFilterConfig", "DataConfig",
-    "LearnerConfig", "LogConfig", "ModelConfig", "PERConfig", "PromptReplayConfig", "RayConfig", "RetestConfig",
+    "LearnerConfig", "LogConfig", "ModelConfig", "PERConfig", "PrioritizedConfig", "PromptReplayConfig", "RayConfig", "RetestConfig",
     "RewardConfig", "RolloutConfig", "SyntheticConfig", "TinyModelConfig", "TrainerConfig", "VllmConfig",
     "WarmStartConfig", "validate",
 ]

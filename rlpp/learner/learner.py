@@ -54,6 +54,29 @@ def deepspeed_config(cfg: Config, world_size: int) -> dict:
     return config
 
 
+STALE_LOCK_S = 600.0
+"""A build lock older than this is a killed build's (the shm_comm build takes well under a minute)."""
+
+
+def clear_stale_build_lock(max_age_s: float = STALE_LOCK_S) -> Path | None:
+    """Remove a stale ``lock`` left in DeepSpeed's shm_comm build folder by a process killed while it
+    built or checked the op: torch waits on that file forever, so every later run would hang in
+    DeepSpeed's CPU set-up. Returns the path removed, if any."""
+    import time
+
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions")
+    for lock in root.glob("*/deepspeed_shm_comm/lock"):
+        try:
+            age = time.time() - lock.stat().st_mtime
+            if age > max_age_s:
+                lock.unlink()
+                log.warning("removed a stale DeepSpeed build lock %s (%.0f s old, left by a killed process)", lock, age)
+                return lock
+        except FileNotFoundError:
+            pass
+    return None
+
+
 class Learner:
     """Data-parallel rank ``rank`` of ``world_size``."""
 
@@ -81,6 +104,7 @@ class Learner:
                           WORLD_SIZE=str(world_size), LOCAL_RANK="0")
         if not use_cuda:
             torch.set_num_threads(cfg.learner.torch_threads)
+            clear_stale_build_lock()
         import deepspeed
 
         self.device = torch.device("cuda", 0) if use_cuda else torch.device("cpu")

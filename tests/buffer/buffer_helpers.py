@@ -9,7 +9,7 @@ import numpy as np
 from rlpp.buffer import PriorityBuffer
 from rlpp.config.schema import BufferConfig, RetestConfig
 
-PARKING = ("prioritized", "per")
+PARKING = ("prioritized", "paper", "per")
 """Samplers that withhold solved/unsolved problems until a retest (the test's own list, not the code's)."""
 
 FAST = dict(deadline=None, derandomize=True, database=None)

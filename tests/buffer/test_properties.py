@@ -158,7 +158,7 @@ def machine_for(sampler: str, stats: str, mode: str | None):
                 # Retests (round and fill alike) come from the parked pools, oldest last visit first.
                 assert ids[:q] + ids[q + h:] == parked_ids[: q + fill]
                 assert all(self.pool[i] == HEAP for i in ids[q:q + h])
-                if sampler == "prioritized":
+                if sampler in ("prioritized", "paper"):
                     order = sorted(heap_ids, key=lambda i: (-buf.priority[i], *self.vkey(i)))
                     assert ids[q:q + h] == order[:h], "prioritized did not serve the top of the heap in order"
 
@@ -306,6 +306,8 @@ def configurations():
     for sampler in sorted(SAMPLERS):
         for stats in ("latest", "decayed"):
             modes = ("periodic", "fraction", "off") if sampler in PARKING else (None,)
+            if sampler == "paper":
+                modes = ("periodic",)  # paper always retests periodically (tested in test_variants.py)
             for mode in modes:
                 yield pytest.param(sampler, stats, mode, id=f"{sampler}-{stats}-{mode or 'any'}")
 

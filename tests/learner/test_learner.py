@@ -100,3 +100,21 @@ def test_non_finite_loss_skips_the_step_cleanly(ray_local, tiny_model_dir, tmp_p
     atol = 0.0 if stage == 0 else 1e-5
     for k in outcomes[0]:
         torch.testing.assert_close(outcomes[0][k], outcomes[1][k], atol=atol, rtol=0)
+
+
+def test_a_stale_build_lock_is_cleared_and_a_fresh_one_kept(tmp_path, monkeypatch):
+    """A process killed during DeepSpeed's shm_comm build leaves ``lock`` behind; torch would wait on
+    it forever. An old lock goes, a recent one (a build in progress) stays."""
+    import os
+    import time
+
+    from rlpp.learner.learner import clear_stale_build_lock
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    lock = tmp_path / "py311_cpu" / "deepspeed_shm_comm" / "lock"
+    lock.parent.mkdir(parents=True)
+    lock.touch()
+    assert clear_stale_build_lock(max_age_s=600) is None and lock.exists()
+    old = time.time() - 3600
+    os.utime(lock, (old, old))
+    assert clear_stale_build_lock(max_age_s=600) == lock and not lock.exists()

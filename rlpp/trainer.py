@@ -64,7 +64,7 @@ class Trainer:
     def fit(self) -> dict:
         cfg, t_start = self.cfg.trainer, time.perf_counter()
         if self.start_step == 0:
-            self.history.append(self.evaluate(step=0))
+            self.history.append(self._evaluate_all(step=0))
         bar = _progress(cfg.steps, self.cfg.log.progress_bar)
         bar.update(self.start_step)
         step = self.start_step
@@ -84,7 +84,7 @@ class Trainer:
             self.sink.log(step, metrics)
             last = step == cfg.steps or 0 < cfg.max_rollouts <= self.rollouts_done
             if (cfg.eval_every and step % cfg.eval_every == 0) or last:
-                self.history.append(self.evaluate(step))
+                self.history.append(self._evaluate_all(step))
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not last:
                 self.save(step)
             bar.update(1)
@@ -154,7 +154,13 @@ class Trainer:
         raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ around the loop
-    def evaluate(self, step: int, split: str = "eval") -> dict:
+    def _evaluate_all(self, step: int) -> dict:
+        out = self.evaluate(step)
+        if self.cfg.trainer.eval_dev:
+            out.update({k: v for k, v in self.evaluate(step, "dev", snapshot=False).items() if k.startswith("dev/")})
+        return out
+
+    def evaluate(self, step: int, split: str = "eval", snapshot: bool = True) -> dict:
         problems = self.eval_set if split == "eval" else self.dev_set
         result = self.rollouts.generate(split, np.arange(len(problems)), self.greedy)
         correct = result.rewards[:, 0] >= self.cfg.buffer.success_threshold
@@ -163,7 +169,7 @@ class Trainer:
             for level in np.unique(problems.levels):
                 metrics[f"{split}/accuracy_level{level}"] = float(correct[problems.levels == level].mean())
         self.sink.log(step, metrics)
-        if self.cfg.log.buffer_snapshots:
+        if self.cfg.log.buffer_snapshots and snapshot:
             folder = self.out / "buffer"
             folder.mkdir(exist_ok=True)
             np.savez_compressed(folder / f"step_{step:06d}.npz", **ray.get(self.buffer.snapshot.remote()))
@@ -214,6 +220,9 @@ class Trainer:
                "initial_accuracy": first["eval/accuracy"], "final_accuracy": last["eval/accuracy"],
                "best_accuracy": best["eval/accuracy"], "best_step": best["step"], "steps": self.steps_done,
                "rollouts": self.rollouts_done, "seconds": round(seconds, 1), "output_dir": str(self.out)}
+        if "dev/accuracy" in last:
+            out.update(initial_dev_accuracy=first.get("dev/accuracy"), final_dev_accuracy=last["dev/accuracy"],
+                       best_dev_accuracy=max(h.get("dev/accuracy", 0.0) for h in self.history))
         (self.out / "summary.json").write_text(json.dumps(out, indent=1))
         return out
 

@@ -45,6 +45,7 @@ class ArmStats:
     unlocked: float = math.nan
     seconds: float = math.nan
     rollouts: tuple[float, float, float] = (math.nan, math.nan, math.nan)  # mean, min, max
+    dev: tuple[float, float] = (math.nan, math.nan)  # final dev-split accuracy (runs with trainer.eval_dev)
 
     @property
     def reached(self) -> int:
@@ -84,6 +85,8 @@ def arm_stats(arm: str, runs: list[RunResult], target: float) -> ArmStats:
     st.seconds = float(np.mean([r.seconds for r in done]))
     used = [r.final_rollouts for r in done]
     st.rollouts = (float(np.mean(used)), float(min(used)), float(max(used)))
+    if all("final_dev_accuracy" in r.summary for r in done):
+        st.dev = mean_ci([r.summary["final_dev_accuracy"] for r in done])
     return st
 
 
@@ -215,6 +218,9 @@ def _markdown(spec, stats, runs, target, budget, figures, out: Path) -> str:
             f"| {_x(_ratio(st.zero_var[0], refst.zero_var[0]))} | {_num(st.abs_adv)} "
             f"| {_x(_ratio(st.abs_adv[0], refst.abs_adv[0]))} | {_num(st.forgotten, 1)} | {_num(st.unlocked, 1)} "
             f"| {_num(st.seconds, 0)} | {used} |")
+    if any(np.isfinite(st.dev[0]) for st in stats.values()):
+        lines += ["", "Dev-split accuracy at the end (`trainer.eval_dev`; what hyper-parameters are chosen on): "
+                  + ", ".join(f"{arm} {_pct(st.dev)}%" for arm, st in stats.items() if np.isfinite(st.dev[0])) + "."]
     lines += ["", "Rollouts to the reference's final mean accuracy: per seed, the first evaluation at or above it, "
               "linearly interpolated in rollouts from the evaluation before; the mean is over the seeds that "
               "reached it (count in brackets). Zero-var share and mean |adv| are per *generated* rollout over the "

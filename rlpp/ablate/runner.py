@@ -95,12 +95,20 @@ def _check_same_config(folder: Path, cfg) -> None:
     from rlpp.config.schema import ConfigError
 
     try:
-        same = load_config(folder / "config.yaml") == cfg
+        same = _where_free(load_config(folder / "config.yaml")) == _where_free(cfg)
     except ConfigError:
         same = False
     if not same:
         raise SpecError(f"{folder} finished with a different training config than this spec asks for; "
                         "delete that folder or choose another output_dir")
+
+
+def _where_free(cfg):
+    """The config without its output folder: a finished run copied into this ablation (e.g. the chosen
+    run of a learning-rate sweep) is the same run."""
+    from dataclasses import replace
+
+    return replace(cfg, trainer=replace(cfg.trainer, output_dir="."))
 
 
 def _run_all(jobs: list[Job], parallel: int) -> list[Job]:

@@ -317,6 +317,9 @@ class TrainerConfig:
     """Problems per step (B); each yields rollout.group_size samples."""
     eval_every: int = 50
     """Steps between held-out evaluations (0: only before and after training)."""
+    eval_dev: bool = False
+    """Also measure greedy accuracy on the dev split at every evaluation (``dev/accuracy``), to choose
+    hyper-parameters such as the learning rate without looking at the held-out set."""
     checkpoint_every: int = 0
     """Steps between checkpoints (0: only at the end)."""
     keep_last: int = 3

@@ -51,6 +51,17 @@ def test_runs_fail_resume_and_report(tmp_path, fake_train, caplog):
     with pytest.raises(SpecError, match="finished with a different training config"):
         runner.run_ablation(load_spec(path, ["budget_rollouts=320"]))
 
+    # ...but the same run copied from another ablation (a learning-rate sweep's chosen run) is reused
+    other = tmp_path / "other.yaml"
+    other.write_text(spec_text(tmp_path / "out2", {"uniform": "uniform"}, budget=160))
+    (tmp_path / "out2" / "uniform").mkdir(parents=True)
+    import shutil
+
+    shutil.copytree(out / "uniform" / "seed_0", tmp_path / "out2" / "uniform" / "seed_0")
+    caplog.clear()
+    runner.run_ablation(load_spec(other))
+    assert "skip uniform/seed_0: finished" in caplog.text and "start uniform/seed_1" in caplog.text
+
 
 def test_bad_arm_fails_before_any_run(tmp_path, fake_train):
     path = tmp_path / "spec.yaml"

@@ -21,6 +21,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="spec keys (budget_rollouts=2048 seeds=[0]), train.KEY=V for every arm, arms.NAME.KEY=V")
     r = sub.add_parser("report", help="(re)generate an ablation's report.md, CSVs and plots from its logs")
     r.add_argument("run_dir", help="the ablation's output_dir")
+    s = sub.add_parser("scale", help="resize the rollout pool of a running job (applied between steps)")
+    s.add_argument("run", help="the job's trainer.output_dir (holds control.json while it runs)")
+    s.add_argument("--rollout-actors", type=int, required=True, metavar="N", help="rollout actors wanted (>= 1)")
+    s.add_argument("--address", default="", help="the cluster's address, when RUN is not a folder on this machine")
+    s.add_argument("--wait", type=float, default=600.0, metavar="SECONDS",
+                   help="wait this long for the job to apply it (0: file the request and return)")
     return p
 
 
@@ -34,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         from rlpp.ablate.report import main_report
 
         return main_report(args.run_dir)
+    if args.command == "scale":
+        return _scale(args)
     from rlpp.config.loader import load_config, to_yaml
     from rlpp.config.schema import ConfigError
 
@@ -49,6 +57,24 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(to_yaml(cfg))
         return 0
     return _train(cfg)
+
+
+def _scale(args) -> int:
+    if args.rollout_actors < 1:
+        print(f"rlpp scale: --rollout-actors must be >= 1, got {args.rollout_actors}", file=sys.stderr)
+        return 2
+    from rlpp.distributed.control import ScaleError, request_scale
+
+    try:
+        status = request_scale(args.run, args.rollout_actors, address=args.address, wait_s=args.wait)
+    except ScaleError as e:
+        print(f"rlpp scale: {e}", file=sys.stderr)
+        return 1
+    if args.wait:
+        print(f"rlpp scale: {args.run}: {status['rollout_actors']} rollout actors (applied at step {status['step']})")
+    else:
+        print(f"rlpp scale: {args.run}: requested {args.rollout_actors} rollout actors; the job applies it between steps")
+    return 0
 
 
 def _train(cfg) -> int:

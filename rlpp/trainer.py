@@ -24,7 +24,9 @@ from rlpp.config.loader import to_yaml
 from rlpp.config.schema import Config
 from rlpp.data.loader import load_problems
 from rlpp.distributed.buffer_actor import create_buffer_actor
-from rlpp.distributed.groups import LearnerGroup, RolloutFailed, RolloutGroup
+from rlpp.distributed.control import CONTROL_FILE, start_control
+from rlpp.distributed.groups import LearnerGroup, RolloutFailed, RolloutGroup, learner_request
+from rlpp.distributed.placement import PlacementError, check_fits
 from rlpp.distributed.weight_sync import WeightSync
 from rlpp.metrics import MetricsSink, PhaseTimer
 from rlpp.models.tiny import load_tokenizer
@@ -46,10 +48,13 @@ class Trainer:
         self.pad_id = load_tokenizer(self.model_path, cfg.model.trust_remote_code).pad_token_id
         _init_ray(cfg)
         problems = {"train": self.train_set, "dev": self.dev_set, "eval": self.eval_set}
+        if cfg.ray.check_resources:  # fail now, naming the keys, rather than wait on what can never fit
+            check_fits([learner_request(cfg), RolloutGroup.request_for(cfg, cfg.rollout.num_actors)])
         self.buffer = create_buffer_actor(cfg.buffer, len(self.train_set), seed=cfg.seed, num_cpus=0)
         self.rollouts = RolloutGroup(cfg, self.model_path, problems, seed=cfg.seed)
         self.learners = LearnerGroup(cfg, self.model_path)
         self.sync_weights = WeightSync(cfg, self.learners, self.rollouts)
+        self.control = start_control(self.out, len(self.rollouts.actors))
         rc = cfg.rollout
         self.sampling = Sampling(rc.group_size, rc.temperature, rc.top_p, rc.max_new_tokens)
         self.greedy = Sampling(1, 0.0, 1.0, rc.max_new_tokens)
@@ -69,6 +74,7 @@ class Trainer:
         bar.update(self.start_step)
         step = self.start_step
         for step in range(self.start_step + 1, cfg.steps + 1):
+            self._apply_requests(step)
             timer = PhaseTimer()
             with timer("rollout"):
                 result = self.collect(step, timer)
@@ -81,6 +87,7 @@ class Trainer:
             with timer("sync"):
                 self.sync_weights()
             metrics.update(self._rollout_metrics(result, timer))
+            metrics["rollout/actors"] = len(self.rollouts.actors)
             self.sink.log(step, metrics)
             last = step == cfg.steps or 0 < cfg.max_rollouts <= self.rollouts_done
             if (cfg.eval_every and step % cfg.eval_every == 0) or last:
@@ -96,6 +103,30 @@ class Trainer:
         self.save(step)
         self.steps_done = step
         return self.summary(time.perf_counter() - t_start)
+
+    def _apply_requests(self, step: int) -> None:
+        """Between steps (nothing in flight): resize the rollout pool if ``rlpp scale`` asked to."""
+        wanted = ray.get(self.control.take.remote())
+        if wanted is None:
+            return
+        error = ""
+        if self.cfg.weight_sync == "nccl" and wanted != len(self.rollouts.actors):
+            error = ("weight_sync=nccl fixes the NCCL group's members at start-up; resizing the rollout pool "
+                     "needs rollout.weight_sync=object_store")
+        else:
+            try:
+                new = self.rollouts.resize(wanted)
+                if new:  # current weights before their first batch
+                    weights = self.learners.weights()
+                    ray.get([a.load_weights.remote(weights) for a in new])
+            except (PlacementError, ray.exceptions.RayError) as e:
+                error = str(e)
+                self.rollouts.resize(max(1, min(wanted, len(self.rollouts.actors))))
+        if error:
+            log.error("step %d: rollout pool not resized to %d: %s", step, wanted, error)
+        else:
+            log.info("step %d: rollout pool resized to %d actors", step, wanted)
+        ray.get(self.control.report.remote(len(self.rollouts.actors), step, error))
 
     def _train(self, batch, step: int) -> dict:
         try:
@@ -231,6 +262,8 @@ class Trainer:
         for group in (self.rollouts, self.learners):
             group.shutdown()
         ray.kill(self.buffer)
+        ray.kill(self.control)
+        (self.out / CONTROL_FILE).unlink(missing_ok=True)
 
 
 class TrainingStopped(RuntimeError):

@@ -223,6 +223,9 @@ class RolloutConfig:
         yield from in_range("temperature", self.temperature, 0.0, 10.0, lo_open=True)
         yield from in_range("top_p", self.top_p, 0.0, 1.0, lo_open=True)
         yield from at_least("max_new_tokens", self.max_new_tokens, 1)
+        tp = self.vllm.tensor_parallel_size
+        if self.engine == "vllm" and 0 < self.gpus_per_actor < tp:
+            yield "gpus_per_actor", f"must be >= rollout.vllm.tensor_parallel_size ({tp}), got {self.gpus_per_actor!r}"
         yield from one_of("weight_sync", self.weight_sync, ("auto", "object_store", "nccl"))
 
 
@@ -364,9 +367,20 @@ class RayConfig:
     """Ray cluster address; empty: join the cluster of a submitted job, else start a local one."""
     num_cpus: int = 0
     """CPUs of a locally started Ray (0: all of this machine's)."""
+    check_resources: bool = True
+    """Before creating actors, check that the live nodes can ever hold what learner.* and rollout.*
+    ask for, and fail at once naming the keys if not. Turn off on autoscaling clusters whose nodes
+    only appear once requested."""
+    placement_timeout_s: float = 300.0
+    """How long to wait for a placement group (resources held by others, nodes still starting)
+    before failing with what is free, instead of hanging."""
+    learner_placement: str = "PACK"
+    """Placement strategy of the learner ranks' group: PACK, SPREAD, STRICT_PACK or STRICT_SPREAD."""
 
     def _problems(self) -> Problems:
         yield from at_least("num_cpus", self.num_cpus, 0)
+        yield from in_range("placement_timeout_s", self.placement_timeout_s, 0.0, 86400.0, lo_open=True)
+        yield from one_of("learner_placement", self.learner_placement, ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"))
 
 
 @dataclass(frozen=True)

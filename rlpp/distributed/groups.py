@@ -20,6 +20,7 @@ from rlpp.algo.batch import TrainBatch
 from rlpp.algo.loss import LossNorm
 from rlpp.config.schema import Config
 from rlpp.data.problems import ProblemSet
+from rlpp.distributed.placement import Request, check_fits, in_group, release, reserve
 from rlpp.learner.learner import Learner
 from rlpp.rollout.engine import Sampling
 from rlpp.rollout.worker import RolloutResult, RolloutWorker
@@ -36,16 +37,53 @@ class RolloutFailed(RuntimeError):
 
 
 class RolloutGroup:
+    """The rollout actors, each in a placement group of its own so the pool can grow and shrink
+    between steps (``resize``)."""
+
     def __init__(self, cfg: Config, model_path: str, problems: dict[str, ProblemSet], seed: int):
         rc = cfg.rollout
-        gpus = rc.gpus_per_actor or (rc.vllm.tensor_parallel_size if rc.engine == "vllm" and _has_gpus() else 0)
-        actor = ray.remote(RolloutWorker).options(num_cpus=rc.cpus_per_actor, num_gpus=gpus,
-                                                  max_restarts=rc.max_restarts,
-                                                  runtime_env=_threads_env(rc.torch_threads))
+        self.cfg, self.model_path, self.seed = cfg, model_path, seed
+        self.gpus = _rollout_gpus(cfg)
+        self.actor_cls = ray.remote(RolloutWorker).options(num_cpus=rc.cpus_per_actor, num_gpus=self.gpus,
+                                                           max_restarts=rc.max_restarts,
+                                                           runtime_env=_threads_env(rc.torch_threads))
         # Stored once, shared by every actor; held here so a restarted actor can still read it.
         self.problems_ref = ray.put(problems)
-        self.actors = [actor.remote(cfg, model_path, self.problems_ref, seed + 1000 * i) for i in range(rc.num_actors)]
-        ray.get([a.ping.remote() for a in self.actors])
+        self.actors: list = []
+        self.groups: list = []
+        self.resize(rc.num_actors)
+
+    @staticmethod
+    def request_for(cfg: Config, count: int) -> Request:
+        rc = cfg.rollout
+        return Request("rollout", count, rc.cpus_per_actor, _rollout_gpus(cfg),
+                       "rollout.num_actors, rollout.cpus_per_actor, rollout.gpus_per_actor / vllm.tensor_parallel_size")
+
+    def request(self, count: int) -> Request:
+        return self.request_for(self.cfg, count)
+
+    def resize(self, count: int) -> list:
+        """Grow or shrink to ``count`` actors; returns the new ones (they hold the initial weights
+        until the caller loads current ones). Call between steps: a removed actor holds no work then."""
+        if count < 1:
+            raise ValueError(f"a run needs at least one rollout actor, got {count}")
+        while len(self.actors) > count:
+            actor, pg = self.actors.pop(), self.groups.pop()
+            ray.kill(actor)
+            release(pg)
+        new = []
+        while len(self.actors) < count:
+            i = len(self.actors)
+            if self.cfg.ray.check_resources:
+                check_fits([self.request(1)])
+            pg = reserve(f"rlpp-rollout-{i}", [self.request(1).bundle()], "STRICT_PACK", self.cfg.ray.placement_timeout_s)
+            actor = self.actor_cls.options(scheduling_strategy=in_group(pg)).remote(
+                self.cfg, self.model_path, self.problems_ref, self.seed + 1000 * i)
+            self.actors.append(actor)
+            self.groups.append(pg)
+            new.append(actor)
+        ray.get([a.ping.remote() for a in new])
+        return new
 
     def generate(self, split: str, ids: np.ndarray, sampling: Sampling) -> RolloutResult:
         """Scored groups for ``ids``; raises ``RolloutFailed`` naming the ids that got no result."""
@@ -83,15 +121,29 @@ class RolloutGroup:
     def shutdown(self) -> None:
         for a in self.actors:
             ray.kill(a)
+        for pg in self.groups:
+            release(pg)
+
+
+def learner_request(cfg: Config) -> Request:
+    lc = cfg.learner
+    return Request("learner", lc.num_actors, lc.cpus_per_actor, lc.gpus_per_actor,
+                   "learner.num_actors, learner.cpus_per_actor, learner.gpus_per_actor")
 
 
 class LearnerGroup:
+    """The learner ranks, placed together in one placement group (``ray.learner_placement``)."""
+
     def __init__(self, cfg: Config, model_path: str):
         lc = cfg.learner
         self.cfg, self.world_size = cfg, lc.num_actors
+        req = learner_request(cfg)
+        self.pg = reserve("rlpp-learner", [req.bundle()] * lc.num_actors, cfg.ray.learner_placement,
+                          cfg.ray.placement_timeout_s)
         actor = ray.remote(Learner).options(num_cpus=lc.cpus_per_actor, num_gpus=lc.gpus_per_actor,
                                             runtime_env=_threads_env(lc.torch_threads))
-        self.actors = [actor.remote(cfg, model_path, rank, lc.num_actors) for rank in range(lc.num_actors)]
+        self.actors = [actor.options(scheduling_strategy=in_group(self.pg, rank)).remote(cfg, model_path, rank, lc.num_actors)
+                       for rank in range(lc.num_actors)]
         addr, port = ray.get(self.actors[0].endpoint.remote())
         # Every rank joins the rendezvous at once; DeepSpeed's init blocks until all have arrived.
         ray.get([a.connect.remote(addr, port) for a in self.actors])
@@ -131,6 +183,7 @@ class LearnerGroup:
     def shutdown(self) -> None:
         for a in self.actors:
             ray.kill(a)
+        release(self.pg)
 
 
 def _chunk_seed(sampling: Sampling, k: int) -> Sampling:
@@ -141,6 +194,11 @@ def _threads_env(threads: int) -> dict:
     # Ray caps OpenMP at the actor's CPU reservation; the configured thread count is what the user
     # asked for (vLLM's CPU backend reads it at start-up, before any torch.set_num_threads).
     return {"env_vars": {"OMP_NUM_THREADS": str(threads)}}
+
+
+def _rollout_gpus(cfg: Config) -> float:
+    rc = cfg.rollout
+    return rc.gpus_per_actor or (rc.vllm.tensor_parallel_size if rc.engine == "vllm" and _has_gpus() else 0)
 
 
 def _has_gpus() -> bool:

@@ -44,9 +44,9 @@ class RolloutGroup:
         rc = cfg.rollout
         self.cfg, self.model_path, self.seed = cfg, model_path, seed
         self.gpus = _rollout_gpus(cfg)
-        self.actor_cls = ray.remote(RolloutWorker).options(num_cpus=rc.cpus_per_actor, num_gpus=self.gpus,
-                                                           max_restarts=rc.max_restarts,
-                                                           runtime_env=_threads_env(rc.torch_threads))
+        self.actor_cls = ray.remote(RolloutWorker)
+        self.actor_opts = dict(num_cpus=rc.cpus_per_actor, num_gpus=self.gpus, max_restarts=rc.max_restarts,
+                               runtime_env=_threads_env(rc.torch_threads))
         # Stored once, shared by every actor; held here so a restarted actor can still read it.
         self.problems_ref = ray.put(problems)
         self.actors: list = []
@@ -77,7 +77,7 @@ class RolloutGroup:
             if self.cfg.ray.check_resources:
                 check_fits([self.request(1)])
             pg = reserve(f"rlpp-rollout-{i}", [self.request(1).bundle()], "STRICT_PACK", self.cfg.ray.placement_timeout_s)
-            actor = self.actor_cls.options(scheduling_strategy=in_group(pg)).remote(
+            actor = self.actor_cls.options(**self.actor_opts, scheduling_strategy=in_group(pg)).remote(
                 self.cfg, self.model_path, self.problems_ref, self.seed + 1000 * i)
             self.actors.append(actor)
             self.groups.append(pg)
@@ -140,9 +140,10 @@ class LearnerGroup:
         req = learner_request(cfg)
         self.pg = reserve("rlpp-learner", [req.bundle()] * lc.num_actors, cfg.ray.learner_placement,
                           cfg.ray.placement_timeout_s)
-        actor = ray.remote(Learner).options(num_cpus=lc.cpus_per_actor, num_gpus=lc.gpus_per_actor,
-                                            runtime_env=_threads_env(lc.torch_threads))
-        self.actors = [actor.options(scheduling_strategy=in_group(self.pg, rank)).remote(cfg, model_path, rank, lc.num_actors)
+        actor = ray.remote(Learner)
+        self.actors = [actor.options(num_cpus=lc.cpus_per_actor, num_gpus=lc.gpus_per_actor,
+                                     runtime_env=_threads_env(lc.torch_threads),
+                                     scheduling_strategy=in_group(self.pg, rank)).remote(cfg, model_path, rank, lc.num_actors)
                        for rank in range(lc.num_actors)]
         addr, port = ray.get(self.actors[0].endpoint.remote())
         # Every rank joins the rendezvous at once; DeepSpeed's init blocks until all have arrived.

@@ -4,7 +4,9 @@ trainer applies them between steps.
 The trainer creates ``RunControl`` under a name derived from its run folder and writes
 ``<run>/control.json`` (cluster address, namespace, actor name). ``rlpp scale RUN --rollout-actors N``
 reads that file (or takes ``--address``), joins the cluster as a second driver and files the request;
-with ``--wait`` it returns once the trainer has applied it.
+with ``--wait`` it returns once the trainer has applied it. With token authentication (Ray's default)
+the client needs the cluster's token: on the job's machine ``~/.ray/auth_token``; elsewhere set
+``RAY_AUTH_MODE=token`` and the token (``RAY_AUTH_TOKEN`` or that file).
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ import json
 import os
 import time
 from pathlib import Path
-
-import ray
 
 NAMESPACE = "rlpp"
 CONTROL_FILE = "control.json"
@@ -52,6 +52,8 @@ class RunControl:
 def start_control(run_dir: Path, rollout_actors: int):
     """Create the run's control actor and write ``control.json``; a stale actor of an earlier run of
     the same folder on the same cluster is replaced."""
+    import ray
+
     name = actor_name(run_dir)
     try:
         ray.kill(ray.get_actor(name, namespace=NAMESPACE))
@@ -59,8 +61,10 @@ def start_control(run_dir: Path, rollout_actors: int):
         pass
     actor = ray.remote(RunControl).options(name=name, namespace=NAMESPACE, num_cpus=0).remote(rollout_actors)
     ray.get(actor.status.remote())
+    # Ray turns token auth on for a local cluster by setting RAY_AUTH_MODE in this process; a client
+    # joining by explicit address must opt in the same way, so the mode is recorded for `rlpp scale`.
     info = {"address": ray.get_runtime_context().gcs_address, "namespace": NAMESPACE, "actor": name,
-            "pid": os.getpid()}
+            "auth_mode": os.environ.get("RAY_AUTH_MODE", ""), "pid": os.getpid()}
     (run_dir / CONTROL_FILE).write_text(json.dumps(info, indent=1))
     return actor
 
@@ -77,9 +81,13 @@ def request_scale(run: str, rollout_actors: int, address: str = "", wait_s: floa
     if info_path.is_file():
         info = json.loads(info_path.read_text())
         address, name = address or info["address"], info["actor"]
+        if info.get("auth_mode") and "RAY_AUTH_MODE" not in os.environ:
+            os.environ["RAY_AUTH_MODE"] = info["auth_mode"]
     elif not address:
         raise ScaleError(f"{info_path} not found: is {run} the output_dir of a running job? On another "
                          "machine, pass --address with the cluster's address and RUN as the job's output_dir")
+    import ray  # only now: Ray reads RAY_AUTH_MODE once, when imported
+
     ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")
     try:
         try:

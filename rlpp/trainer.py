@@ -114,6 +114,7 @@ class Trainer:
             error = ("weight_sync=nccl fixes the NCCL group's members at start-up; resizing the rollout pool "
                      "needs rollout.weight_sync=object_store")
         else:
+            before = len(self.rollouts.actors)
             try:
                 new = self.rollouts.resize(wanted)
                 if new:  # current weights before their first batch
@@ -121,7 +122,7 @@ class Trainer:
                     ray.get([a.load_weights.remote(weights) for a in new])
             except (PlacementError, ray.exceptions.RayError) as e:
                 error = str(e)
-                self.rollouts.resize(max(1, min(wanted, len(self.rollouts.actors))))
+                self.rollouts.resize(before)  # drop any actor added before the failure: it has no weights
         if error:
             log.error("step %d: rollout pool not resized to %d: %s", step, wanted, error)
         else:

@@ -1,6 +1,7 @@
 """Placement and the elastic rollout pool: impossible requests fail at once naming the keys, a
 request that cannot be had now times out instead of hanging, and a running job's rollout pool goes
-1 -> 2 -> 1 through ``rlpp scale`` without losing a problem."""
+1 -> 2 -> 1 through ``rlpp scale`` without losing a problem (and a request beyond the cluster is
+refused, leaving the pool as it was)."""
 
 from __future__ import annotations
 
@@ -70,11 +71,11 @@ def _wait_for_step(out: Path, step: int, proc, timeout_s: float = 600) -> int:
     raise AssertionError(f"no step {step} within {timeout_s} s")
 
 
-def _scale(out: Path, n: int) -> str:
+def _scale(out: Path, n: int, ok: bool = True) -> str:
     r = subprocess.run([sys.executable, "-m", "rlpp.cli", "scale", str(out), "--rollout-actors", str(n), "--wait", "300"],
                        capture_output=True, text=True, timeout=400, cwd=ROOT)
-    assert r.returncode == 0, r.stderr
-    return r.stdout
+    assert (r.returncode == 0) == ok, r.stdout + r.stderr
+    return r.stdout + r.stderr
 
 
 @pytest.mark.slow
@@ -83,7 +84,7 @@ def test_the_rollout_pool_grows_and_shrinks_mid_run_without_losing_a_problem(sma
     out.mkdir()
     steps, batch = 300, 8
     cmd = [sys.executable, "-m", "rlpp.cli", "train", "configs/tiny.yaml", *small_run, f"trainer.steps={steps}",
-           "trainer.eval_every=0", "ray.num_cpus=3", "rollout.torch_threads=1", "learner.torch_threads=1",
+           "trainer.eval_every=0", "ray.num_cpus=3", "ray.placement_timeout_s=3", "rollout.torch_threads=1", "learner.torch_threads=1",
            f"trainer.output_dir={out}"]
     with open(out / "train.log", "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -92,6 +93,8 @@ def test_the_rollout_pool_grows_and_shrinks_mid_run_without_losing_a_problem(sma
         assert "2 rollout actors" in _scale(out, 2)
         grown = _wait_for_step(out, 0, proc)
         _wait_for_step(out, grown + 3, proc)
+        # more than the cluster has room for: refused after the placement timeout, the pool unchanged
+        assert "could not place rlpp-rollout-2" in _scale(out, 4, ok=False)
         assert "1 rollout actors" in _scale(out, 1)
         assert proc.wait(timeout=900) == 0, (out / "train.log").read_text()[-3000:]
     finally:
@@ -99,6 +102,7 @@ def test_the_rollout_pool_grows_and_shrinks_mid_run_without_losing_a_problem(sma
             proc.kill()
     text = (out / "train.log").read_text()
     assert "rollout pool resized to 2 actors" in text and "rollout pool resized to 1 actors" in text
+    assert "rollout pool not resized to 4" in text
     recs = [r for r in _records(out) if "rollout/actors" in r]
     actors = [int(r["rollout/actors"]) for r in recs]
     # 1 at first, then 2 for a while, then 1 to the end; every step trained on a full batch

@@ -34,14 +34,17 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _stop_cluster(temp_dir: str) -> None:
-    """Kill every process whose command line names this cluster's temp dir, then their leftovers."""
-    procs = []
+    """Stop every process whose command line names this cluster's temp dir, and their children."""
+    procs = {}
     for p in psutil.process_iter(["cmdline"]):
         try:
             if any(temp_dir in part for part in (p.info["cmdline"] or [])):
-                procs.append(p)
+                # with their children: Ray's agents retitle themselves and no longer name the dir
+                for q in [p, *p.children(recursive=True)]:
+                    procs[q.pid] = q
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
+    procs = list(procs.values())
     for p in procs:
         try:
             p.terminate()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlpp.buffer.samplers import Sampler, make_sampler
-from rlpp.buffer.structures import MAX_PROBLEMS, IdSet, key_id, visit_key, visit_keys
+from rlpp.buffer.structures import MAX_PROBLEMS, IdSet, key_id, pop_ids, visit_key, visit_keys
 from rlpp.config.buffer import PAPER
 from rlpp.config.schema import BufferConfig, validate
 
@@ -160,18 +160,8 @@ class PriorityBuffer:
         return 0, False
 
     def _pop_parked(self, k: int) -> np.ndarray:
-        parked = self.parked
-        if not self.mix:  # no entry ever goes stale
-            out = [key_id(heapq.heappop(parked)) for _ in range(min(k, len(parked)))]
-        else:
-            out, taken = [], set()
-            while len(out) < k and parked:
-                key = heapq.heappop(parked)
-                i = key_id(key)
-                if i not in taken and self._parked_live(key):
-                    out.append(i)
-                    taken.add(i)
-        return np.asarray(out, dtype=np.int64)
+        # Without a uniform share no entry ever goes stale.
+        return pop_ids(self.parked, k, self._parked_live if self.mix else None)
 
     def _parked_live(self, key: int) -> bool:
         """Whether a parked-queue entry still stands for its problem (the uniform share may have taken

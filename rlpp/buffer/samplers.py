@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from rlpp.buffer.structures import (IdSet, SumTree, add_to_heap, chunks, float_order, float_order_one, key_id,
-                                    packed_key, packed_keys, priority_keys)
+                                    packed_key, packed_keys, pop_ids, priority_keys)
 
 if TYPE_CHECKING:
     from rlpp.buffer.buffer import PriorityBuffer
@@ -118,18 +118,8 @@ class PrioritizedSampler(Sampler):
         return np.array([key_id(k) for k in self.heap], dtype=np.int64)
 
     def pop(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        heap = self.heap
-        if not self.lazy:
-            out = [key_id(heapq.heappop(heap)) for _ in range(min(n, len(heap)))]
-        else:
-            out, taken = [], set()  # a copy of a taken key further down must read as stale
-            while len(out) < n and heap:
-                key = heapq.heappop(heap)
-                i = key_id(key)
-                if i not in taken and self._live(key):
-                    out.append(i)
-                    taken.add(i)
-        return np.asarray(out, dtype=np.int64), np.ones(len(out))
+        out = pop_ids(self.heap, n, self._live if self.lazy else None)
+        return out, np.ones(len(out))
 
 
 @register_sampler("paper")

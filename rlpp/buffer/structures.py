@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -88,6 +88,22 @@ def add_to_heap(heap: list[int], count: int, key_chunks: Iterable[list[int]]) ->
 
 def key_id(key: int) -> int:
     return key & (MAX_PROBLEMS - 1)
+
+
+def pop_ids(heap: list[int], k: int, live: Callable[[int], bool] | None = None) -> np.ndarray:
+    """Pop up to k ids off a min-heap of packed keys. With ``live``, entries it rejects are stale and
+    skipped (lazy deletion), and a second copy of a key already taken reads as stale too."""
+    if live is None:
+        return np.asarray([key_id(heapq.heappop(heap)) for _ in range(min(k, len(heap)))], dtype=np.int64)
+    out: list[int] = []
+    taken: set[int] = set()
+    while len(out) < k and heap:
+        key = heapq.heappop(heap)
+        i = key_id(key)
+        if i not in taken and live(key):
+            out.append(i)
+            taken.add(i)
+    return np.asarray(out, dtype=np.int64)
 
 
 class IdSet:

@@ -60,11 +60,23 @@ if str(REPO_ROOT) not in sys.path:
 
 from rlpp.buffer import HEAP, IN_FLIGHT, SOLVED, UNSOLVED, PriorityBuffer  # noqa: E402
 from rlpp.buffer.buffer import STATE_VERSION  # noqa: E402
-from rlpp.config import BufferConfig, RetestConfig  # noqa: E402
+from rlpp.config import BufferConfig, PrioritizedConfig, RetestConfig  # noqa: E402
 
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000, 10_000_000)
 QUICK_SIZES = (10_000, 100_000)
-SAMPLER_NAMES = ("prioritized", "uniform", "per", "prompt_replay", "dapo_filter")
+SAMPLER_NAMES = ("prioritized", "paper", "uniform", "per", "prompt_replay", "dapo_filter", "soft", "mix", "prop")
+VARIANTS = {  # the prioritized variants of the sampler study (configs/ablate/tiny-lr.yaml), scaled retest
+    "soft": dict(selection="softmax", temperature=0.05, priority="posterior", park_after=2),
+    "mix": dict(uniform_mix=0.3, priority="posterior", park_after=2),
+    "prop": dict(selection="proportional", priority="posterior", park_after=2),
+}
+
+
+def buffer_config(system: str) -> BufferConfig:
+    if system in VARIANTS:
+        return BufferConfig(sampler="prioritized", prioritized=PrioritizedConfig(**VARIANTS[system]),
+                            retest=RetestConfig(mode="scaled"))
+    return BufferConfig(sampler=system)
 BASELINE = "sort_baseline"
 LATENT_BETA = 0.4  # Beta(a, a) shape of the latent pass rates
 TARGET_MS_AT_1M = 5.0
@@ -151,11 +163,14 @@ def age_buffer(buf: PriorityBuffer, latent: np.ndarray, group: int, batch: int, 
             buf.w_attempts[sl] = group
             buf.w_successes[sl] = s
         buf.p_hat[sl] = p
-        buf.priority[sl] = p * (1.0 - p)
+        buf.streak[sl] = np.where(s == group, 1, np.where(s == 0, -1, 0))
         buf.visits[sl] = 1
         buf.last_visit[sl] = lv
         buf.sample_step[sl] = lv
-        buf.pool[sl] = pools_for(p)
+        ids = np.arange(sl.start, sl.stop)
+        # The buffer's own formulas, so every variant (posterior priority, park_after) ages consistently.
+        buf.priority[sl] = buf._priority(ids)
+        buf.pool[sl] = buf._pools(ids)
         buf.origin[sl] = buf.pool[sl]
 
     step = synthetic_history(buf.num_problems, latent, group, batch, seed, write)
@@ -176,6 +191,7 @@ def age_buffer(buf: PriorityBuffer, latent: np.ndarray, group: int, batch: int, 
         "counters": counters,
         "rng": buf.rng.bit_generator.state,
         "sampler_state": buf.sampler.state_dict(),
+        "available": buf.available.state_dict(),  # uniform share's index: nothing is in flight yet
     }
     buf.load_state_dict(state)
 
@@ -266,7 +282,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     if system == BASELINE:
         impl: Any = SortBaseline(n)
     else:
-        impl = PriorityBuffer(BufferConfig(sampler=system), n, seed)
+        impl = PriorityBuffer(buffer_config(system), n, seed)
     build_s = time.perf_counter() - t0
     build_peak = peak_rss_bytes() - base
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from rlpp.buffer.structures import (IdSet, SumTree, add_to_heap, chunks, float_order, float_order_one, key_id,
-                                    packed_key, packed_keys, pop_ids, priority_keys)
+                                    packed_key, packed_keys, pop_ids, priority_key, priority_keys)
 
 if TYPE_CHECKING:
     from rlpp.buffer.buffer import PriorityBuffer
@@ -109,8 +109,13 @@ class PrioritizedSampler(Sampler):
         """``ids`` left the heap pool without a pop: their entries are stale now (lazy mode only)."""
 
     def _live(self, key: int) -> bool:
-        i = key_id(key)
-        return self.buf.pool[i] == 0 and self._keys(np.array([i]))[0] == key
+        b, i = self.buf, key_id(key)
+        if b.pool[i] != 0:
+            return False
+        lv = int(b.last_visit[i])
+        c = b.variant.age_bonus
+        score = float(b.priority[i]) - c * (lv + 1) if c else float(b.priority[i])
+        return priority_key(score, lv, i) == key
 
     def members(self) -> np.ndarray:
         if self.lazy:  # a released problem may have two identical live entries; it is served once

@@ -21,6 +21,7 @@ per id while they live, so building all 10M keys at once added ~1 GB to the peak
 (~6 MB of temporaries) because glibc serves blocks up to the largest one freed from its heap and does
 not hand them back: 2^20-id chunks kept ~100 MB more RSS at 10M after the build."""
 _F64 = struct.Struct("<d")
+_MASK64 = (1 << 64) - 1
 
 
 def chunks(ids: np.ndarray) -> Iterator[np.ndarray]:
@@ -39,6 +40,12 @@ def signed_float_order(x: np.ndarray) -> np.ndarray:
     patterns are inverted, non-negative ones get the sign bit set)."""
     b = np.ascontiguousarray(x, dtype=np.float64).view(np.uint64)
     return np.where(b >> np.uint64(63) == 1, ~b, b | np.uint64(1 << 63))
+
+
+def signed_float_order_one(x: float) -> int:
+    """The scalar form of ``signed_float_order``."""
+    b = int.from_bytes(_F64.pack(x), "little")
+    return (~b & _MASK64) if b >> 63 else b | (1 << 63)
 
 
 def float_order_one(x: float) -> int:
@@ -71,6 +78,11 @@ def priority_keys(score: np.ndarray, last_visit: np.ndarray, ids: np.ndarray) ->
     """Min-heap keys serving the highest score (any sign) first, ties by oldest last visit, then
     lowest id."""
     return packed_keys(~signed_float_order(score), last_visit, ids)
+
+
+def priority_key(score: float, last_visit: int, i: int) -> int:
+    """The scalar form of ``priority_keys``."""
+    return packed_key(~signed_float_order_one(score) & _MASK64, last_visit, i)
 
 
 def add_to_heap(heap: list[int], count: int, key_chunks: Iterable[list[int]]) -> None:

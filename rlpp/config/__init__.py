@@ -4,6 +4,6 @@ The schema (``rlpp.config.schema``) is plain dataclasses so light modules can im
 lives in ``rlpp.config.loader`` and is imported only by entry points, keeping omegaconf out of them.
 """
 
-from rlpp.config.schema import BufferConfig, Config, ConfigError, RetestConfig, validate
+from rlpp.config.schema import BufferConfig, Config, ConfigError, PrioritizedConfig, RetestConfig, validate
 
-__all__ = ["BufferConfig", "Config", "ConfigError", "RetestConfig", "validate"]
+__all__ = ["BufferConfig", "Config", "ConfigError", "PrioritizedConfig", "RetestConfig", "validate"]

@@ -157,3 +157,18 @@ def test_keys_built_in_small_chunks_serve_the_same_batches(monkeypatch, sampler)
     monkeypatch.setattr(structures, "KEY_CHUNK", 3)
     for a, b in zip(expected, run(), strict=True):
         assert_batches_equal(a, b)
+
+
+@settings(**FAST)
+@given(st.lists(st.floats(-1e6, 1e6, allow_nan=False, width=64), min_size=1, max_size=50),
+       st.integers(-1, 2**20), st.integers(0, 2**31))
+def test_scalar_priority_keys_match_the_vector_ones_and_order_any_sign(scores, last_visit, i):
+    from rlpp.buffer.structures import priority_key, priority_keys
+
+    ids = np.arange(i, i + len(scores), dtype=np.int64) % (2**32)
+    lv = np.full(len(scores), last_visit)
+    keys = priority_keys(np.array(scores), lv, ids)
+    assert keys == [priority_key(x, last_visit, int(j)) for x, j in zip(scores, ids)]
+    # higher score first (a min-heap pops the smallest key), whatever the sign
+    by_key = [scores[k] for k in np.argsort(np.array(keys, dtype=object), kind="stable")]
+    assert by_key == sorted(scores, reverse=True)

@@ -55,6 +55,7 @@ def main() -> None:
         "seeds": [0, 1, 2],
         "parallel": 1,
         "output_dir": args.output_dir,
+        "targets": {"rollouts": 0.7, "zero_var": 0.5, "abs_adv": 1.3},  # issue 7's bar for a variant
         "overrides": sweep.get("overrides", {}),
         "arms": {arm: ov for arm, (_, ov, _) in chosen.items()},
     }

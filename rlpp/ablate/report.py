@@ -23,9 +23,6 @@ from rlpp.ablate.spec import SPEC_FILE, AblationSpec, SpecError
 from rlpp.ablate.stats import mean_ci, rollouts_to_target
 
 log = logging.getLogger(__name__)
-TARGETS = {"rollouts": 0.6, "zero_var": 0.4, "abs_adv": 1.3}
-"""What the prioritized buffer should achieve against uniform: rollouts to reach uniform's final
-accuracy ≤ 0.6×, zero-variance share ≤ 0.4×, mean |advantage| ≥ 1.3×."""
 
 
 @dataclass
@@ -261,7 +258,7 @@ def _findings(spec: AblationSpec, stats: dict[str, ArmStats], target: float) -> 
     ref, refst = spec.reference, stats[spec.reference]
     if not refst.runs:
         return f"No finished run of the reference arm `{ref}`: nothing to compare against."
-    t = TARGETS
+    t = spec.targets
     parts = [f"Reference `{ref}`: held-out accuracy {_pct(refst.initial)}% before training, {_pct(refst.final)}% "
              f"at the end over {len(refst.runs)} seed(s); "
              f"its mean, {_pct(target)}%, is the level the rollout counts below refer to. Targets for an arm against "
@@ -282,8 +279,12 @@ def _findings(spec: AblationSpec, stats: dict[str, ArmStats], target: float) -> 
         else:
             full = st.reached == len(st.runs) and refst.reached == len(refst.runs)
             verdict = _verdict(r_ro <= t["rollouts"], r_ro) if full else "target not assessed: not every seed reached it"
+            ci = ""
+            if full and st.reached >= 2:
+                m, h = mean_ci([r / refst.to_target_mean for r in st.to_target])
+                ci = f", 95% CI {_x(m - h)}–{_x(m + h)} over its seeds with {ref}'s mean held fixed"
             ro = (f"reached {_pct(target)}% after {st.to_target_mean:,.0f} rollouts ({st.reached}/{len(st.runs)} seeds) "
-                  f"vs {refst.to_target_mean:,.0f} for {ref} ({refst.reached}/{len(refst.runs)}): {_x(r_ro)} ({verdict})")
+                  f"vs {refst.to_target_mean:,.0f} for {ref} ({refst.reached}/{len(refst.runs)}): {_x(r_ro)}{ci} ({verdict})")
         r_zv, r_adv = _ratio(st.zero_var[0], refst.zero_var[0]), _ratio(st.abs_adv[0], refst.abs_adv[0])
         diff = 100 * (st.final[0] - refst.final[0])
         overlap = _overlap(st.final, refst.final)

@@ -31,7 +31,10 @@ import yaml
 
 SPEC_FILE = "ablation.yaml"
 """The resolved spec, saved in the output folder by ``rlpp ablate``; ``rlpp report`` reads it."""
-SPEC_KEYS = ("base", "overrides", "budget_rollouts", "seeds", "arms", "output_dir", "parallel", "description")
+SPEC_KEYS = ("base", "overrides", "budget_rollouts", "seeds", "arms", "output_dir", "parallel", "description", "targets")
+DEFAULT_TARGETS = {"rollouts": 0.6, "zero_var": 0.4, "abs_adv": 1.3}
+"""What an arm should achieve against the reference: rollouts to the reference's final accuracy ≤ 0.6×,
+zero-variance share ≤ 0.4×, mean |advantage| ≥ 1.3× (the report says which are met)."""
 RUNNER_KEYS = ("seed", "trainer.max_rollouts", "trainer.steps", "trainer.output_dir", "log.progress_bar")
 """Training keys ``rlpp ablate`` sets itself for each run; a spec may not set them."""
 STEPS_FACTOR = 2
@@ -56,6 +59,7 @@ class AblationSpec:
     output_dir: str = "runs/ablate"
     parallel: int = 1
     description: str = ""
+    targets: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TARGETS))
 
     @property
     def reference(self) -> str:
@@ -173,8 +177,13 @@ def _build(raw: dict, path: Path) -> AblationSpec:
     description = raw.get("description") or ""
     if not isinstance(output_dir, str) or not isinstance(description, str):
         raise SpecError(f"{where}: output_dir and description must be strings")
+    targets = raw.get("targets") or {}
+    if not isinstance(targets, dict) or set(targets) - set(DEFAULT_TARGETS) or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in targets.values()):
+        raise SpecError(f"{where}: targets: a mapping of {list(DEFAULT_TARGETS)} to positive numbers, got {targets!r}")
     return AblationSpec(base=str(base), budget_rollouts=budget, arms=arms, seeds=list(seeds), overrides=overrides,
-                        output_dir=output_dir, parallel=parallel, description=description)
+                        output_dir=output_dir, parallel=parallel, description=description,
+                        targets={**DEFAULT_TARGETS, **{k: float(v) for k, v in targets.items()}})
 
 
 def _flat(value: Any, where: str, prefix: str = "") -> dict[str, Any]:

@@ -73,7 +73,12 @@ def test_report_numbers_findings_csvs_and_figures(tmp_path):
     assert "Budget check: equal." in report and "96–96 used" in report
     assert "Reference arm: **uniform**" in report
     assert "not reached (0/2)" in report
-    assert "**prioritized**: reached 41.0% after 28 rollouts (2/2 seeds) vs 70 for uniform (2/2): 0.40× (target met)" in report
+    from rlpp.ablate.stats import mean_ci
+
+    m, h = mean_ci([float(per_run[f"prioritized/{s}"]["rollouts_to_target"]) / 70 for s in (0, 1)])
+    assert h > 0  # the two seeds differ, so the ratio's CI has width
+    assert ("**prioritized**: reached 41.0% after 28 rollouts (2/2 seeds) vs 70 for uniform (2/2): 0.40×, "
+            f"95% CI {m - h:.2f}×–{m + h:.2f}× over its seeds with uniform's mean held fixed (target met)") in report
     assert "zero-variance share 0.250 vs 0.500: 0.50× (target not met)" in report
     assert "mean |advantage| 0.600 vs 0.400: 1.50× (target met)" in report
     assert "**dapo_filter**: did not reach 41.0% in any of its 2 seeds" in report

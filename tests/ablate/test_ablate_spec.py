@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from ablate_helpers import spec_text
+
 from rlpp.ablate.spec import SpecError, format_value, load_spec, resolve_configs, steps_for
 
 SPEC = """
@@ -128,3 +130,14 @@ def test_cli_errors_exit_2_with_the_key(tmp_path, capsys):
     assert "buffer.samplr: unknown key" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "no ablation.yaml" in capsys.readouterr().err
+
+
+def test_targets_default_and_can_be_set_per_ablation(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(spec_text(tmp_path / "out", {"uniform": "uniform"}))
+    assert load_spec(path).targets == {"rollouts": 0.6, "zero_var": 0.4, "abs_adv": 1.3}
+    path.write_text(spec_text(tmp_path / "out", {"uniform": "uniform"}, extra="targets: {rollouts: 0.7, zero_var: 0.5}\n"))
+    assert load_spec(path).targets == {"rollouts": 0.7, "zero_var": 0.5, "abs_adv": 1.3}
+    path.write_text(spec_text(tmp_path / "out", {"uniform": "uniform"}, extra="targets: {speed: 2}\n"))
+    with pytest.raises(SpecError, match="targets: a mapping of"):
+        load_spec(path)

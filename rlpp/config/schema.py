@@ -71,8 +71,13 @@ class WarmStartConfig:
     """AdamW learning rate."""
     cache_dir: str = "~/.cache/rlpp/warmstart"
     """Where warm-started models are kept, one folder per settings hash."""
+    seed: int = 0
+    """Seed of the warm start, the tiny task's stand-in for a pretrained checkpoint: fixed, so runs of
+    every ``seed`` start from the same model and differ only in their RL randomness (as runs from one
+    released checkpoint do); -1 warm-starts with the run's own ``seed``."""
 
     def _problems(self) -> Problems:
+        yield from at_least("seed", self.seed, -1)
         yield from at_least("num_problems", self.num_problems, 1)
         yield from at_least("max_steps", self.max_steps, 1)
         yield from in_range("target_accuracy", self.target_accuracy, 0.0, 1.0, lo_open=True)

@@ -58,11 +58,18 @@ def prepare_model(cfg: Config, dev: ProblemSet, held_out: ProblemSet) -> tuple[s
     return str(folder), {**info, "cached": False}
 
 
+def warmstart_seed(cfg: Config) -> int:
+    """The seed the warm start trains with: ``model.warmstart.seed``, or the run's seed when it is -1."""
+    seed = cfg.model.warmstart.seed
+    return cfg.seed if seed < 0 else seed
+
+
 def _cache_key(cfg: Config) -> str:
-    ws = dataclasses.replace(cfg.model.warmstart, cache_dir="")
-    facts = {"v": FORMAT_VERSION, "tiny": dataclasses.asdict(cfg.model.tiny), "warmstart": dataclasses.asdict(ws),
+    ws = dataclasses.asdict(dataclasses.replace(cfg.model.warmstart, cache_dir=""))
+    ws.pop("seed")  # folded into "seed" below: what matters is the seed used, not how it was chosen
+    facts = {"v": FORMAT_VERSION, "tiny": dataclasses.asdict(cfg.model.tiny), "warmstart": ws,
              "synthetic": dataclasses.asdict(cfg.data.synthetic), "template": cfg.data.template,
-             "reward": cfg.reward.name, "chars": ARITHMETIC_CHARS, "seed": cfg.seed}
+             "reward": cfg.reward.name, "chars": ARITHMETIC_CHARS, "seed": warmstart_seed(cfg)}
     return "tiny-" + hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -74,8 +81,8 @@ def _train(cfg: Config, dev: ProblemSet, held_out_prompts: set[str], out: Path) 
     ws = cfg.model.warmstart
     corpus = _corpus(cfg, held_out={*dev.prompts, *held_out_prompts})
     tok = build_char_tokenizer(ARITHMETIC_CHARS)
-    model = build_tiny_model(cfg.model.tiny, tok, seed=cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    model = build_tiny_model(cfg.model.tiny, tok, seed=warmstart_seed(cfg))
+    gen = torch.Generator().manual_seed(warmstart_seed(cfg))
     rows = [(tok.encode(p, add_special_tokens=False), tok.encode(a, add_special_tokens=False) + [tok.eos_token_id])
             for p, a in zip(corpus.prompts, corpus.answers)]
     longest = max(len(p) + len(a) for p, a in rows)

@@ -30,3 +30,15 @@ def test_model_round_trip(tiny_model_dir, tmp_path):
         model.save_pretrained(tmp_path)
         b = load_model(tmp_path)(input_ids=ids).logits
     assert torch.equal(a, b)
+
+
+def test_runs_of_every_seed_share_one_warm_start_unless_asked_otherwise():
+    """The warm start stands in for a pretrained checkpoint: one per settings, whatever the run's seed
+    (model.warmstart.seed=-1 gives each run seed its own)."""
+    from rlpp.config.loader import load_config
+    from rlpp.models.warmstart import _cache_key, warmstart_seed
+
+    key = lambda *o: _cache_key(load_config("configs/tiny.yaml", list(o)))  # noqa: E731
+    assert key("seed=0") == key("seed=2") == key("seed=2", "model.warmstart.seed=0")
+    assert key("seed=2", "model.warmstart.seed=-1") == key("seed=2", "model.warmstart.seed=2") != key("seed=0")
+    assert warmstart_seed(load_config("configs/tiny.yaml", ["seed=5", "model.warmstart.seed=-1"])) == 5

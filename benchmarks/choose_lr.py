@@ -63,8 +63,11 @@ def main() -> None:
               "# the seed-0 runs are the sweep's chosen runs, copied. Re-run the whole study with:\n"
               "#   .venv/bin/rlpp ablate configs/ablate/tiny-lr.yaml && .venv/bin/python benchmarks/choose_lr.py \\\n"
               "#       runs/ablate/tiny-lr configs/ablate/tiny-variants.yaml && .venv/bin/rlpp ablate configs/ablate/tiny-variants.yaml\n")
+    before = yaml.safe_load(args.study_file.read_text()).get("arms", {}) if args.study_file.is_file() else {}
     args.study_file.write_text(header + yaml.safe_dump(study, sort_keys=False, width=1000))
-    for arm, (name, _, rows) in chosen.items():
+    for arm, (name, overrides, rows) in chosen.items():
+        if arm in before and before[arm] != overrides:  # its choice changed: its old runs are another arm
+            shutil.rmtree(Path(args.output_dir) / arm, ignore_errors=True)
         src, dst = args.sweep_dir / name / "seed_0", Path(args.output_dir) / arm / "seed_0"
         if not (dst / "summary.json").is_file():
             shutil.rmtree(dst, ignore_errors=True)

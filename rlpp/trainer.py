@@ -64,6 +64,11 @@ class Trainer:
         resume_from = checkpoint.resolve(cfg.trainer.resume, self.out)
         if resume_from is not None:
             self.resume(resume_from)
+        elif (self.out / "metrics.jsonl").stat().st_size:
+            # A fresh start in a used folder: the earlier run's records would interleave with these.
+            log.warning("%s holds metrics of an earlier run; starting fresh, they are dropped "
+                        "(use trainer.resume=auto to continue that run instead)", self.out / "metrics.jsonl")
+            self.sink.truncate_after(-1)
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict:

@@ -46,3 +46,11 @@ def test_rlpp_train_end_to_end(tmp_path, small_run):
         assert (ckpt / name).exists(), name
     assert not list((out / "checkpoints").glob("*.tmp"))
     assert list((out / "tensorboard").iterdir())  # TensorBoard events beside the JSONL
+
+    # A fresh (not resumed) run in the same folder starts its metrics afresh instead of interleaving
+    # its steps with the earlier run's.
+    again = subprocess.run([*cmd, "trainer.steps=2", "trainer.eval_every=0"], capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "holds metrics of an earlier run" in again.stderr
+    steps = [r["step"] for r in read_metrics(out / "metrics.jsonl") if "rollout/pass_rate" in r]
+    assert steps == [1, 2]

@@ -121,10 +121,7 @@ class Trainer:
         else:
             before = len(self.rollouts.actors)
             try:
-                new = self.rollouts.resize(wanted)
-                if new:  # current weights before their first batch
-                    weights = self.learners.weights()
-                    ray.get([a.load_weights.remote(weights) for a in new])
+                self.rollouts.resize(wanted, weights=self.learners.weights)  # new actors: current weights first
             except (PlacementError, ray.exceptions.RayError) as e:
                 error = str(e)
                 self.rollouts.resize(before)  # drop any actor added before the failure: it has no weights

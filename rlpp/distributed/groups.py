@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -62,9 +63,10 @@ class RolloutGroup:
     def request(self, count: int) -> Request:
         return self.request_for(self.cfg, count)
 
-    def resize(self, count: int) -> list:
-        """Grow or shrink to ``count`` actors; returns the new ones (they hold the initial weights
-        until the caller loads current ones). Call between steps: a removed actor holds no work then."""
+    def resize(self, count: int, weights: Callable[[], ray.ObjectRef] | None = None) -> list:
+        """Grow or shrink to ``count`` actors; returns the new ones, which load ``weights()`` (the
+        current weights) before they can serve a batch, or else hold the initial ones. Call between
+        steps: a removed actor holds no work then."""
         if count < 1:
             raise ValueError(f"a run needs at least one rollout actor, got {count}")
         while len(self.actors) > count:
@@ -83,6 +85,8 @@ class RolloutGroup:
             self.groups.append(pg)
             new.append(actor)
         ray.get([a.ping.remote() for a in new])
+        if new and weights is not None:
+            self.load_weights(weights(), new)
         return new
 
     def generate(self, split: str, ids: np.ndarray, sampling: Sampling) -> RolloutResult:
@@ -114,9 +118,9 @@ class RolloutGroup:
                         raise
                     time.sleep(0.5)
 
-    def load_weights(self, weights_ref: ray.ObjectRef) -> None:
+    def load_weights(self, weights_ref: ray.ObjectRef, actors: list | None = None) -> None:
         # A top-level ObjectRef argument is resolved inside each actor, straight from the object store.
-        ray.get([a.load_weights.remote(weights_ref) for a in self.actors])
+        ray.get([a.load_weights.remote(weights_ref) for a in (self.actors if actors is None else actors)])
 
     def shutdown(self) -> None:
         for a in self.actors:

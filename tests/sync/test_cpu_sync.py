@@ -52,6 +52,12 @@ def test_rollout_matches_learner_after_sync(ray_local, tiny_model_dir, tmp_path,
         after = rollout_ids()
         assert after == learner_ids(ray.get(weights_ref))
         assert after != before  # the sync really changed what the engine generates
+        if engine == "hf":  # an actor added mid-run (rlpp scale) serves the current weights, not the initial
+            new = rollouts.resize(2, weights=learners.weights)
+            assert len(new) == 1 and len(rollouts.actors) == 2
+            assert rollout_ids() == after  # half the problems now go to the new actor
+            rollouts.resize(1)
+            assert len(rollouts.actors) == 1
     finally:
         rollouts.shutdown()
         learners.shutdown()

@@ -93,10 +93,14 @@ class PrioritizedSampler(Sampler):
     def __len__(self) -> int:
         return int(self.buf.counts[0])
 
+    def _score(self, priority, last_visit):
+        """ω plus the age bonus, as a static key (arrays or scalars)."""
+        c = self.buf.variant.age_bonus
+        return priority - c * (last_visit + 1) if c else priority
+
     def _keys(self, ids: np.ndarray) -> list[int]:
-        b, c = self.buf, self.buf.variant.age_bonus
-        score = b.priority[ids] - c * (b.last_visit[ids] + 1) if c else b.priority[ids]
-        return priority_keys(score, b.last_visit[ids], ids)
+        b = self.buf
+        return priority_keys(self._score(b.priority[ids], b.last_visit[ids]), b.last_visit[ids], ids)
 
     def insert(self, ids: np.ndarray) -> None:
         add_to_heap(self.heap, len(ids), map(self._keys, chunks(ids)))
@@ -113,9 +117,7 @@ class PrioritizedSampler(Sampler):
         if b.pool[i] != 0:
             return False
         lv = int(b.last_visit[i])
-        c = b.variant.age_bonus
-        score = float(b.priority[i]) - c * (lv + 1) if c else float(b.priority[i])
-        return priority_key(score, lv, i) == key
+        return priority_key(self._score(float(b.priority[i]), lv), lv, i) == key
 
     def members(self) -> np.ndarray:
         if self.lazy:  # a released problem may have two identical live entries; it is served once

@@ -48,6 +48,10 @@ def test_scale_without_a_running_job_says_so(tmp_path):
     r = subprocess.run([sys.executable, "-m", "rlpp.cli", "scale", str(tmp_path), "--rollout-actors", "2"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "control.json not found" in r.stderr
+    (tmp_path / "control.json").write_text('{"address": "127.0.0.1:1"')  # cut short
+    r = subprocess.run([sys.executable, "-m", "rlpp.cli", "scale", str(tmp_path), "--rollout-actors", "2"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and f"{tmp_path / 'control.json'}: not a control file" in r.stderr
     r = subprocess.run([sys.executable, "-m", "rlpp.cli", "scale", str(tmp_path), "--rollout-actors", "0"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "must be >= 1" in r.stderr

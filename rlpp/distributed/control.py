@@ -79,8 +79,12 @@ def request_scale(run: str, rollout_actors: int, address: str = "", wait_s: floa
     info_path = Path(run) / CONTROL_FILE
     name = actor_name(run)
     if info_path.is_file():
-        info = json.loads(info_path.read_text())
-        address, name = address or info["address"], info["actor"]
+        try:
+            info = json.loads(info_path.read_text())
+            address, name = address or info["address"], info["actor"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ScaleError(f"{info_path}: not a control file written by rlpp train ({e!r}); pass --address "
+                             "to reach the job without it") from None
         if info.get("auth_mode") and "RAY_AUTH_MODE" not in os.environ:
             os.environ["RAY_AUTH_MODE"] = info["auth_mode"]
     elif not address:

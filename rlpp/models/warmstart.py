@@ -36,6 +36,11 @@ def prepare_model(cfg: Config, dev: ProblemSet, held_out: ProblemSet) -> tuple[s
 
     ``dev`` decides when the warm start stops; neither it nor ``held_out`` is ever trained on."""
     if cfg.model.source == "pretrained":
+        from rlpp.models.gguf import is_gguf_path, prepare_gguf
+
+        if is_gguf_path(cfg.model.path):  # a .gguf file or pkg:DIST/FILE.gguf: its converted HF folder
+            folder, info = prepare_gguf(cfg.model.path)
+            return folder, {"gguf": info}
         return cfg.model.path, {}
     key = _cache_key(cfg)
     folder = Path(os.path.expanduser(cfg.model.warmstart.cache_dir)) / key

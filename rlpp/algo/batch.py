@@ -87,3 +87,36 @@ def make_train_batch(
     batch = TrainBatch(input_ids, attention, loss_mask, advantages, logprobs)
     metrics["train/tokens"] = batch.num_tokens
     return batch, metrics
+
+
+def plan_micro_batches(lengths, world_size: int, max_rows: int, max_tokens: int = 0) -> list[list[list[int]]]:
+    """Which rows each rank trains on, as micro-batches: ``plan[rank][k]`` lists row indices.
+
+    Rows go longest first to the rank with the fewest tokens so far (ranks finish together), and each
+    rank's rows, still longest first, are cut into micro-batches of at most ``max_rows`` rows whose
+    padded size (rows x the longest row) stays within ``max_tokens`` (0: no budget). Neighbours in
+    length share a micro-batch, so padding costs little; a row longer than the budget goes alone.
+    Ranks may get different numbers of micro-batches: the caller pads with empty ones.
+    """
+    lengths = [int(n) for n in lengths]
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    loads = [0] * world_size
+    per_rank: list[list[int]] = [[] for _ in range(world_size)]
+    for i in order:
+        rank = min(range(world_size), key=lambda r: (loads[r], r))
+        per_rank[rank].append(i)
+        loads[rank] += lengths[i]
+    plan = []
+    for rows in per_rank:
+        micro: list[list[int]] = []
+        for i in rows:
+            current = micro[-1] if micro else None
+            # Rows arrive longest first, so the first row of a micro-batch sets its padded width.
+            fits = current is not None and len(current) < max_rows and (
+                not max_tokens or (len(current) + 1) * lengths[current[0]] <= max_tokens)
+            if fits:
+                current.append(i)
+            else:
+                micro.append([i])
+        plan.append(micro)
+    return plan

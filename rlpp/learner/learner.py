@@ -21,6 +21,7 @@ import torch
 from rlpp.algo.batch import TrainBatch
 from rlpp.algo.loss import LossNorm, PolicyLossInput, policy_loss
 from rlpp.config.schema import Config
+from rlpp.learner.policy import TokenLogprobs
 from rlpp.models.tiny import load_model
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,10 @@ def deepspeed_config(cfg: Config, world_size: int) -> dict:
         "gradient_clipping": lc.grad_clip,
         "zero_optimization": {"stage": lc.zero_stage},
         "bf16": {"enabled": bf16},
+        # Gradients of a step's micro-batches add up in fp32, not in bf16's 8-bit mantissa (DeepSpeed
+        # otherwise accumulates in the model's dtype). ZeRO-0 cannot do this with bf16 weights, which
+        # config validation rejects.
+        "data_types": {"grad_accum_dtype": "fp32"},
         "optimizer": {
             "type": "AdamW",
             # torch's AdamW: no 45 s FusedAdam JIT build, and the same numerics on CPU and GPU.
@@ -112,15 +117,31 @@ class Learner:
             torch.cuda.set_device(self.device)
         deepspeed.init_distributed(dist_backend="nccl" if use_cuda else "gloo", auto_mpi_discovery=False)
         torch.manual_seed(cfg.seed + rank)
-        model = load_model(model_path, cfg.model.dtype, cfg.model.trust_remote_code)
-        self.ref = None
-        if cfg.algo.kl_coef > 0:
-            self.ref = load_model(model_path, cfg.model.dtype, cfg.model.trust_remote_code).to(self.device).eval()
-            self.ref.requires_grad_(False)
+        model = self._policy(gradient_checkpointing=cfg.learner.gradient_checkpointing)
         self.engine, _, _, _ = deepspeed.initialize(
             model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
             config=deepspeed_config(cfg, world_size),
         )
+        self.ref = None
+        if cfg.algo.kl_coef > 0:
+            ref = self._policy(gradient_checkpointing=False).eval().requires_grad_(False)
+            if cfg.learner.zero_stage == 3:
+                # Partitioned like the policy: a full unsharded copy per rank would undo ZeRO-3.
+                ref_config = {k: v for k, v in deepspeed_config(cfg, world_size).items()
+                              if k not in ("optimizer", "scheduler", "data_types", "gradient_clipping")}
+                ref, _, _, _ = deepspeed.initialize(model=ref, config=ref_config)
+            else:
+                ref = ref.to(self.device)
+            self.ref = ref
+
+    def _policy(self, gradient_checkpointing: bool) -> TokenLogprobs:
+        """The HF model wrapped to return chosen-token log-probs (``rlpp.learner.policy``)."""
+        cfg = self.cfg
+        model = load_model(self.model_path, cfg.model.dtype, cfg.model.trust_remote_code)
+        model.config.use_cache = False
+        if gradient_checkpointing:  # keep one layer's activations, recompute the rest in backward
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return TokenLogprobs(model, temperature=self.temperature, chunk_tokens=cfg.learner.logprob_chunk_tokens)
 
     # ------------------------------------------------------------------ training
     def train(self, micro_batches: list[TrainBatch | None], norm: LossNorm) -> dict[str, float]:
@@ -136,7 +157,7 @@ class Learner:
         for mb in micro_batches:
             empty = mb is None or mb.num_tokens == 0
             mb = self._placeholder() if mb is None else mb
-            logp, entropy = self._logprobs(engine, mb, with_entropy=True)
+            logp, entropy = self._logprobs(engine, mb)
             mask = mb.loss_mask[:, 1:].to(self.device)
             ref = None
             if self.ref is not None:
@@ -205,17 +226,9 @@ class Learner:
         one = torch.zeros((1, 1), dtype=torch.long)
         return TrainBatch(one, torch.ones_like(one), one.bool(), torch.zeros(1), torch.zeros((1, 1)))
 
-    def _logprobs(self, model, mb: TrainBatch, with_entropy: bool = False):
-        ids = mb.input_ids.to(self.device)
-        logits = model(input_ids=ids, attention_mask=mb.attention_mask.to(self.device)).logits[:, :-1].float()
-        logits = logits / self.temperature
-        logp_all = torch.log_softmax(logits, dim=-1)
-        logp = logp_all.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-        entropy = None
-        if with_entropy:
-            with torch.no_grad():
-                entropy = -(logp_all.exp() * logp_all).sum(-1)
-        return logp, entropy
+    def _logprobs(self, model, mb: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """[N, L-1] log-probs (and entropy) of the completion tokens; 0 at prompt and padding."""
+        return model(mb.input_ids.to(self.device), mb.attention_mask.to(self.device), mb.loss_mask.to(self.device))
 
     # ------------------------------------------------------------------ weights
     def _full_parameters(self):
@@ -223,7 +236,7 @@ class Learner:
         layerwise reload leaves a tied lm_head uninitialised unless it arrives under its own name).
         Under ZeRO-3 each parameter is gathered in turn, a collective: every rank must iterate.
         Tensors stay on the learner's device and are valid until the next one is yielded."""
-        state = self.engine.module.state_dict(keep_vars=True)
+        state = self.engine.module.policy.state_dict(keep_vars=True)
         if self.cfg.learner.zero_stage != 3:
             yield from state.items()
             return
@@ -255,6 +268,10 @@ class Learner:
         return metadata
 
     def sync_send(self, metadata) -> None:
+        if self.device.type == "cuda":
+            # vLLM's packed producer copies and broadcasts on side streams that do not wait for this
+            # one: the optimizer step's kernels must be done before the weights are read.
+            torch.cuda.current_stream().synchronize()
         params = ((name, p.detach()) for name, p in self._full_parameters())
         if self.rank == 0:
             self.sender.send(params, metadata)
@@ -262,12 +279,27 @@ class Learner:
             for _ in params:  # take part in each ZeRO-3 gather
                 pass
 
+    # CUDA IPC weight sync to a colocated vLLM engine (rlpp.sync.ipc): every rank exports the full
+    # weights on its own GPU; the handles stay valid until ipc_release.
+    def ipc_export(self) -> dict:
+        from rlpp.sync.ipc import export_handles
+
+        torch.cuda.current_stream().synchronize()  # the optimizer step's kernels are done
+        gathered = self.cfg.learner.zero_stage == 3  # a gathered parameter is freed after its turn: copy it
+        info, self._ipc_keep = export_handles(
+            (name, p.detach().clone() if gathered else p.detach()) for name, p in self._full_parameters())
+        return info
+
+    def ipc_release(self) -> None:
+        self._ipc_keep = []
+        torch.cuda.ipc_collect()
+
     # ------------------------------------------------------------------ checkpoints
     def save(self, folder: str) -> None:
         """HF weights (``save_pretrained``, rank 0) plus DeepSpeed optimizer/scheduler state (all ranks)."""
         weights = self.named_weights()
         if self.rank == 0:
-            self.engine.module.save_pretrained(folder, state_dict=weights)
+            self.engine.module.policy.save_pretrained(folder, state_dict=weights)
         self.engine.save_checkpoint(str(Path(folder) / "deepspeed"), tag="state")
 
     def load(self, folder: str) -> None:

@@ -42,6 +42,14 @@ class RolloutEngine(Protocol):
         """Replace the model's weights (names as in the HF model's ``state_dict``)."""
         ...
 
+    def sleep(self) -> None:
+        """Colocated mode: give the device memory back while the learner trains (may do nothing)."""
+        ...
+
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        """Undo ``sleep`` for ``tags`` (``weights``, ``kv_cache``; None: everything)."""
+        ...
+
 
 def cut_at_eos(token_ids: list[int], logprobs: list[float], eos_ids: set[int]) -> Completion:
     """Keep tokens up to and including the first eos (what follows is padding)."""
@@ -49,6 +57,20 @@ def cut_at_eos(token_ids: list[int], logprobs: list[float], eos_ids: set[int]) -
         if t in eos_ids:
             return Completion(token_ids[: i + 1], logprobs[: i + 1], True)
     return Completion(list(token_ids), list(logprobs), False)
+
+
+def stop_token_ids(config, generation_config=None) -> set[int]:
+    """Every end-of-sequence id the model declares, in ``config.json`` and ``generation_config.json``
+    (Qwen2.5 lists 151645 in one and adds 151643 in the other): vLLM stops on both, so both engines do
+    and a completion ending in either counts as finished, not truncated."""
+    ids: set[int] = set()
+    for source in (config, generation_config):
+        eos = getattr(source, "eos_token_id", None) if source is not None else None
+        if eos is not None:
+            ids.update(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]))
+    if not ids:
+        raise ValueError("the model declares no eos_token_id in config.json or generation_config.json")
+    return ids
 
 
 def create_engine(kind: str, model_path: str, **kwargs) -> RolloutEngine:

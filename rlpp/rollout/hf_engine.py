@@ -5,9 +5,39 @@ from __future__ import annotations
 from typing import Iterable
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from rlpp.models.tiny import load_model
-from rlpp.rollout.engine import Completion, Sampling, cut_at_eos
+from rlpp.rollout.engine import Completion, Sampling, cut_at_eos, stop_token_ids
+
+
+class ChosenTokenLogprobs(LogitsProcessor):
+    """Records log softmax(logits / T) of each sampled token, one decode step at a time.
+
+    ``generate(output_logits=True)`` would keep every step's full-vocabulary logits (rows x steps x V
+    floats: ~80 GB for 64 rows of 2k tokens with a 152k vocabulary). This processor sees the raw logits
+    of step t (custom processors run before temperature and top-p), keeps that step's log-probs until
+    step t + 1 shows which token was drawn, and keeps only that token's value: one [rows, V] tensor at
+    a time. ``finish(new_tokens)`` adds the last step and returns [rows, steps]."""
+
+    def __init__(self, temperature: float):
+        self.temperature = temperature
+        self.last: torch.Tensor | None = None
+        self.chosen: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.last is not None:
+            self.chosen.append(self.last.gather(-1, input_ids[:, -1:]).squeeze(-1))
+        self.last = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        return scores
+
+    def finish(self, new_tokens: torch.Tensor) -> torch.Tensor:
+        if self.last is not None and len(self.chosen) < new_tokens.shape[1]:
+            self.chosen.append(self.last.gather(-1, new_tokens[:, len(self.chosen) : len(self.chosen) + 1]).squeeze(-1))
+        self.last = None
+        if not self.chosen:
+            return torch.zeros(new_tokens.shape, dtype=torch.float32)
+        return torch.stack(self.chosen, dim=1)
 
 
 class HFEngine:
@@ -22,8 +52,7 @@ class HFEngine:
             model = load_model(model_path, dtype, trust_remote_code)
         self.model = model.to(self.device).eval()
         cfg = self.model.config
-        eos = self.model.generation_config.eos_token_id or cfg.eos_token_id
-        self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+        self.eos_ids = stop_token_ids(cfg, self.model.generation_config)
         self.pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else min(self.eos_ids)
         self.max_batch = max_batch
         if seed is not None:
@@ -48,6 +77,7 @@ class HFEngine:
             ids[i, width - len(r) :] = torch.tensor(r)
             mask[i, width - len(r) :] = 1
         greedy = s.temperature == 0
+        chosen = ChosenTokenLogprobs(1.0 if greedy else s.temperature)
         out = self.model.generate(
             input_ids=ids.to(self.device),
             attention_mask=mask.to(self.device),
@@ -58,15 +88,22 @@ class HFEngine:
             max_new_tokens=s.max_new_tokens,
             eos_token_id=sorted(self.eos_ids),
             pad_token_id=self.pad_id,
-            return_dict_in_generate=True,
-            output_logits=True,
+            logits_processor=LogitsProcessorList([chosen]),
         )
-        new = out.sequences[:, width:].cpu()
-        logits = torch.stack(out.logits, dim=1).float().cpu()
-        if not greedy:
-            logits = logits / s.temperature
-        logp = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
-        return [cut_at_eos(t, lp, self.eos_ids) for t, lp in zip(new.tolist(), logp.tolist())]
+        new = out[:, width:]
+        logp = chosen.finish(new).cpu()
+        return [cut_at_eos(t, lp, self.eos_ids) for t, lp in zip(new.cpu().tolist(), logp.tolist())]
+
+    def sleep(self) -> None:
+        """Free the device for the learner (colocated mode): the model moves to CPU memory."""
+        if self.device.type == "cuda":
+            self.model.to("cpu")
+            torch.cuda.empty_cache()
+
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        """Back on the device; ``tags`` as vLLM's (an HF model has only weights to bring back)."""
+        if tags is None or "weights" in tags:
+            self.model.to(self.device)
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         state = {name: t for name, t in named_tensors}

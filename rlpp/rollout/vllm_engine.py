@@ -2,8 +2,15 @@
 
 vLLM runs on token ids (``skip_tokenizer_init``) so it never loads a tokenizer of its own, and
 reports log-probs after temperature (``logprobs_mode=processed_logprobs``), the same distribution the
-HF engine and the learner use. Weights are replaced in place: on CPU through ``reload_weights`` with
-tensors from the Ray object store, on GPU over NCCL (``rlpp.sync.nccl``).
+HF engine and the learner use. Weights are replaced in place: through ``reload_weights`` with tensors
+from the Ray object store, over NCCL from the learner (``rlpp.sync.nccl``), or, when the engine shares
+its GPU with a learner rank (``rollout.colocate``), through CUDA IPC handles (``rlpp.sync.ipc``); every
+path ends by clearing the prefix cache, whose KV was computed with the old weights.
+
+Sampling is seeded per call, not per request: a seeded ``SamplingParams`` gives each request its own
+``torch.Generator``, which makes vLLM fall back to its native sampler and loop over requests in Python
+on every decode step, and gives child j of request i the seed ``seed + i + j``, shared with child j - 1
+of request i + 1. Instead every worker's default generator is seeded once before the call.
 """
 
 from __future__ import annotations
@@ -13,54 +20,102 @@ from typing import Iterable
 
 import torch
 
-from rlpp.rollout.engine import Completion, Sampling, cut_at_eos
+from rlpp.rollout.engine import Completion, Sampling, cut_at_eos, stop_token_ids
+
+
+def _seed_worker(worker, seed: int) -> None:
+    """Runs inside each vLLM worker (``collective_rpc``): seed the generators unseeded requests draw from."""
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def engine_kwargs(model_path: str, *, dtype: str, seed: int, trust_remote_code: bool, max_model_len: int,
+                  tensor_parallel_size: int, gpu_memory_utilization: float, enforce_eager: bool,
+                  on_gpu: bool, sleep_mode: bool = False, weight_transfer: str | None = None) -> dict:
+    """Arguments of ``vllm.LLM`` for a rollout engine (a function of its own so tests can read them)."""
+    kwargs = dict(
+        model=model_path, skip_tokenizer_init=True, dtype=dtype, seed=seed, trust_remote_code=trust_remote_code,
+        enforce_eager=enforce_eager, tensor_parallel_size=tensor_parallel_size,
+        logprobs_mode="processed_logprobs",
+    )
+    if max_model_len:
+        kwargs["max_model_len"] = max_model_len
+    if tensor_parallel_size > 1:
+        # The rollout actor already holds its TP GPUs (CUDA_VISIBLE_DEVICES). Inside a Ray placement
+        # group vLLM would otherwise pick its Ray executor, which wants one bundle per GPU and Ray
+        # workers of its own that the actor's reservation leaves no GPU for
+        # (vllm/config/parallel.py, vllm/v1/executor/ray_utils.py); worker processes on the GPUs the
+        # actor holds need neither.
+        kwargs["distributed_executor_backend"] = "mp"
+    if on_gpu:
+        kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        if sleep_mode:
+            kwargs["enable_sleep_mode"] = True
+    if weight_transfer:
+        kwargs["weight_transfer_config"] = {"backend": weight_transfer}
+    return kwargs
+
+
+def context_length(longest_prompt: int, max_new_tokens: int, model_limit: int | None) -> int:
+    """``rollout.vllm.max_model_len=0``: the longest prompt plus the completion budget, rounded up to a
+    multiple of 256, within the model's own limit (vLLM would otherwise reserve the model's whole
+    context, e.g. 32k tokens, per sequence)."""
+    need = -(-(longest_prompt + max_new_tokens) // 256) * 256
+    return min(need, model_limit) if model_limit else need
 
 
 class VllmEngine:
     def __init__(self, model_path: str, *, dtype: str = "float32", seed: int = 0, trust_remote_code: bool = False,
                  max_model_len: int = 0, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.5,
-                 enforce_eager: bool = True, eos_token_ids: Iterable[int] | None = None, nccl_sync: bool = False):
-        # In-process engine on CPU: starts in seconds and lets reload_weights take tensors directly.
+                 enforce_eager: bool = True, eos_token_ids: Iterable[int] | None = None, nccl_sync: bool = False,
+                 ipc_sync: bool = False, sleep_mode: bool = False):
+        # In-process engine core: starts in seconds and lets reload_weights take tensors directly.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        from transformers import AutoConfig
+        from transformers import AutoConfig, GenerationConfig
         from vllm import LLM
 
         config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-        eos = list(eos_token_ids) if eos_token_ids is not None else config.eos_token_id
-        self.eos_ids = set(eos if isinstance(eos, list) else [eos])
-        kwargs = dict(
-            model=model_path, skip_tokenizer_init=True, dtype=dtype, seed=seed, trust_remote_code=trust_remote_code,
-            enforce_eager=enforce_eager, tensor_parallel_size=tensor_parallel_size,
-            logprobs_mode="processed_logprobs",
-        )
-        if max_model_len:
-            kwargs["max_model_len"] = max_model_len
-        if torch.cuda.is_available():
-            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        if eos_token_ids is not None:
+            self.eos_ids = set(eos_token_ids)
+        else:
+            try:
+                generation = GenerationConfig.from_pretrained(model_path)
+            except OSError:  # no generation_config.json: config.json's ids are all there is
+                generation = None
+            self.eos_ids = stop_token_ids(config, generation)
+        on_gpu = torch.cuda.is_available()
+        self.sleep_mode = sleep_mode and on_gpu
+        self.asleep = False
+        backend = "nccl" if nccl_sync else "ipc" if ipc_sync else None
+        kwargs = engine_kwargs(model_path, dtype=dtype, seed=seed, trust_remote_code=trust_remote_code,
+                               max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
+                               gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
+                               on_gpu=on_gpu, sleep_mode=self.sleep_mode, weight_transfer=backend)
         self.receiver = None
+        self.llm = LLM(**kwargs)
         if nccl_sync:
             from rlpp.sync.nccl import NcclWeightReceiver
 
-            kwargs.update(NcclWeightReceiver.vllm_engine_kwargs())
-        self.llm = LLM(**kwargs)
-        if nccl_sync:
             self.receiver = NcclWeightReceiver(self.llm)
+        elif ipc_sync:
+            from rlpp.sync.ipc import IpcWeightReceiver
+
+            self.receiver = IpcWeightReceiver(self.llm)
 
     def generate(self, prompts: list[list[int]], sampling: Sampling) -> list[list[Completion]]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        def params(i: int) -> SamplingParams:
-            # One generator per request, seeded apart, so prompts of a call do not share random draws.
-            return SamplingParams(
-                n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature else 1.0,
-                max_tokens=sampling.max_new_tokens, logprobs=0, stop_token_ids=sorted(self.eos_ids),
-                detokenize=False, seed=None if sampling.seed is None else sampling.seed + i,
-            )
-
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts],
-                                 [params(i) for i in range(len(prompts))], use_tqdm=False)
+        if sampling.seed is not None:
+            self.llm.collective_rpc(_seed_worker, args=(sampling.seed,))
+        params = SamplingParams(
+            n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature else 1.0,
+            max_tokens=sampling.max_new_tokens, logprobs=0, stop_token_ids=sorted(self.eos_ids),
+            detokenize=False,
+        )
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
         groups = []
         for out in outs:
             group = []
@@ -73,3 +128,19 @@ class VllmEngine:
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(named_tensors)})
+        # The scheduler's prefix cache outlives a reload (the model runner clears only LoRA, encoder and
+        # multimodal caches): without this, a prompt seen before reuses KV computed by the old weights.
+        self.llm.reset_prefix_cache()
+
+    # Colocated mode: the engine gives its GPU memory to the learner while it trains.
+    def sleep(self) -> None:
+        """Discard KV cache and weights (level 2: the next weight sync overwrites every weight anyway)."""
+        if self.sleep_mode and not self.asleep:
+            self.llm.sleep(level=2)
+            self.asleep = True
+
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        """Reallocate ``tags`` (``weights`` before a weight sync, then ``kv_cache``; None: all)."""
+        if self.sleep_mode and self.asleep:
+            self.llm.wake_up(tags)
+            self.asleep = tags is not None and "kv_cache" not in tags

@@ -56,16 +56,17 @@ class RolloutWorker:
         self.problems = problems
         self.tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
         kwargs: dict = dict(dtype=cfg.model.dtype, seed=seed, trust_remote_code=cfg.model.trust_remote_code)
+        self._prompt_cache: dict[tuple[str, int], list[int]] = {}
         if rc.engine == "vllm":
             v = rc.vllm
             kwargs.update(tensor_parallel_size=v.tensor_parallel_size, gpu_memory_utilization=v.gpu_memory_utilization,
-                          enforce_eager=v.enforce_eager, max_model_len=v.max_model_len,
-                          nccl_sync=cfg.weight_sync == "nccl")
-        elif rc.gpus_per_actor > 0:
+                          enforce_eager=v.enforce_eager, max_model_len=v.max_model_len or self._context_length(model_path),
+                          nccl_sync=cfg.weight_sync == "nccl", ipc_sync=cfg.weight_sync == "ipc",
+                          sleep_mode=rc.colocate)
+        elif rc.gpus_per_actor > 0 or (rc.colocate and cfg.learner.gpus_per_actor > 0):
             kwargs["device"] = "cuda"
         self.engine = create_engine(rc.engine, model_path, **kwargs)
         self.scorer = RewardScorer(cfg.reward)
-        self._prompt_cache: dict[tuple[str, int], list[int]] = {}
 
     def generate(self, split: str, ids, sampling: Sampling) -> RolloutResult:
         ids = np.asarray(ids, dtype=np.int64)
@@ -99,8 +100,30 @@ class RolloutWorker:
             self._prompt_cache[key] = ids
         return self._prompt_cache[key]
 
+    def _context_length(self, model_path: str) -> int:
+        """vLLM's ``max_model_len`` for ``rollout.vllm.max_model_len=0``: every prompt of every split is
+        tokenized now (they are cached for the run), plus the completion budget."""
+        from transformers import AutoConfig
+
+        from rlpp.rollout.vllm_engine import context_length
+
+        longest = max(len(self._prompt(split, i)) for split, ps in self.problems.items() for i in range(len(ps)))
+        limit = getattr(AutoConfig.from_pretrained(model_path, trust_remote_code=self.cfg.model.trust_remote_code),
+                        "max_position_embeddings", None)
+        return context_length(longest, self.cfg.rollout.max_new_tokens, limit)
+
     def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
         self.engine.load_weights(weights.items())
+
+    # Colocated mode (rollout.colocate): the engine frees its GPU memory while the learner trains.
+    def sleep(self) -> None:
+        self.engine.sleep()
+
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        self.engine.wake_up(tags)
+
+    def sync_receive_ipc(self, update_info: dict) -> None:
+        self.engine.receiver.receive(update_info)
 
     # NCCL weight sync (vLLM on GPUs): see rlpp.sync.nccl for the order the trainer calls these in.
     def sync_world_size(self) -> int:

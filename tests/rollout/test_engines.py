@@ -82,3 +82,133 @@ def test_vllm_engine_on_cpu(tiny_model_dir):
     model.load_state_dict(state)
     assert greedy_ids(engine) == hf_greedy(model)
     check_groups(engine, model, n=2, temperature=1.0, atol=1e-3)
+
+
+def _long_model(tmp_path, seed: int) -> str:
+    """A tiny model that takes prompts of a few hundred tokens (several vLLM KV blocks)."""
+    from rlpp.config.schema import TinyModelConfig
+    from rlpp.data.synthetic import ARITHMETIC_CHARS
+    from rlpp.models.tiny import build_char_tokenizer, build_tiny_model, save_model
+
+    tok = build_char_tokenizer(ARITHMETIC_CHARS)
+    folder = tmp_path / f"long_{seed}"
+    save_model(folder, build_tiny_model(TinyModelConfig(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
+                                                        intermediate_size=128, max_position=512), tok, seed=seed), tok)
+    return str(folder)
+
+
+@pytest.mark.slow
+def test_vllm_weight_reload_clears_the_prefix_cache(tmp_path):
+    """A prompt longer than a KV block, generated before a reload, leaves cached blocks computed by the
+    old weights; after ``load_weights`` the engine must answer exactly as transformers does with the new
+    weights (it did not before the reset was added: the cached prefix was reused)."""
+    pytest.importorskip("vllm")
+    old_dir, new_dir = _long_model(tmp_path, 0), _long_model(tmp_path, 1)
+    prompt = [[5 + (i * 7) % 13 for i in range(300)]]  # 300 tokens: two full 128-token blocks on CPU
+    greedy = Sampling(1, 0.0, 1.0, 6)
+    engine = create_engine("vllm", old_dir, seed=0, max_model_len=512)
+    engine.generate(prompt, greedy)  # fills the prefix cache with the old model's KV
+    new = load_model(new_dir)
+    engine.load_weights(new.state_dict().items())
+    got = engine.generate(prompt, greedy)[0][0]
+    from rlpp.rollout.hf_engine import HFEngine
+
+    assert got.token_ids == HFEngine(model=new, seed=None).generate(prompt, greedy)[0][0].token_ids
+    # The log-probs show stale KV even where a random model's greedy tokens happen to agree.
+    want = recompute_logprobs(new, prompt[0], got.token_ids, 1.0)
+    torch.testing.assert_close(torch.tensor(got.logprobs), want, atol=1e-3, rtol=0)
+
+
+def test_vllm_sampling_is_seeded_per_call_not_per_request(monkeypatch):
+    """No request carries a seed (vLLM's per-request generators force its slow native sampler, and seed
+    + i + j collides across prompts); the workers' generators are seeded once per call instead."""
+    from rlpp.rollout import vllm_engine
+
+    calls = {}
+
+    class FakeLLM:
+        def collective_rpc(self, fn, args=()):
+            calls["rpc"] = (fn, args)
+
+        def generate(self, prompts, params, use_tqdm):
+            calls["params"] = params
+            return []
+
+    engine = vllm_engine.VllmEngine.__new__(vllm_engine.VllmEngine)
+    engine.llm, engine.eos_ids = FakeLLM(), {1}
+    pytest.importorskip("vllm")
+    engine.generate(PROMPTS, Sampling(n=4, temperature=1.0, top_p=1.0, max_new_tokens=6, seed=123))
+    assert calls["rpc"] == (vllm_engine._seed_worker, (123,))
+    assert calls["params"].seed is None and calls["params"].n == 4
+
+
+@pytest.mark.slow
+def test_vllm_samples_of_a_call_share_no_random_stream(tiny_model_dir):
+    """Identical prompts in one call: with per-request seeds S + i, child j of prompt i drew the same
+    noise as child j - 1 of prompt i + 1 and produced the same completion; now every sample differs,
+    while the same call seed reproduces the same samples."""
+    pytest.importorskip("vllm")
+    engine = create_engine("vllm", tiny_model_dir, seed=0, max_model_len=64)
+    s = Sampling(n=4, temperature=1.0, top_p=1.0, max_new_tokens=8, seed=7)
+    groups = [[c.token_ids for c in g] for g in engine.generate([PROMPTS[0]] * 4, s)]
+    flat = [c for g in groups for c in g]
+    assert len({tuple(c) for c in flat}) >= len(flat) - 2  # a random 8-token draw rarely repeats
+    assert all(groups[i][j] != groups[i + 1][j - 1] for i in range(3) for j in range(1, 4))
+    again = [[c.token_ids for c in g] for g in engine.generate([PROMPTS[0]] * 4, s)]
+    assert again == groups
+
+
+def test_stop_tokens_come_from_config_and_generation_config(tiny_model_dir, tmp_path):
+    """Both engines stop on every eos id the model declares; one that only generation_config.json lists
+    (as Qwen2.5 does) still ends a completion as finished, not truncated."""
+    from transformers import AutoConfig, GenerationConfig
+
+    from rlpp.rollout.engine import stop_token_ids
+
+    cfg = AutoConfig.from_pretrained(tiny_model_dir)
+    assert stop_token_ids(cfg, GenerationConfig(eos_token_id=[1, 9])) == {1, 9}
+    assert stop_token_ids(cfg, None) == {1}
+    model = load_model(tiny_model_dir)
+    model.generation_config.eos_token_id = [1, 9]
+    model.config.eos_token_id = 1
+    engine = create_engine("hf", None, model=model, seed=0)
+    assert engine.eos_ids == {1, 9}
+    for g in engine.generate(PROMPTS, Sampling(n=8, temperature=1.5, top_p=1.0, max_new_tokens=6)):
+        for c in g:
+            assert c.finished == (c.token_ids[-1] in (1, 9))
+            assert not (set(c.token_ids[:-1]) & {1, 9})
+
+
+def test_hf_engine_keeps_no_full_vocabulary_logits(tiny_model_dir, monkeypatch):
+    """Generation never asks transformers for every step's logits; the chosen-token log-probs still
+    match a recomputation (checked in test_hf_engine_groups_and_logprobs)."""
+    engine = create_engine("hf", tiny_model_dir, seed=0)
+    seen = {}
+    real = engine.model.generate
+
+    def spy(**kwargs):
+        seen.update(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(engine.model, "generate", spy)
+    engine.generate(PROMPTS, Sampling(n=2, temperature=1.0, top_p=1.0, max_new_tokens=6))
+    assert not seen.get("output_logits") and not seen.get("output_scores") and not seen.get("return_dict_in_generate")
+
+
+def test_vllm_engine_arguments():
+    """TP > 1 runs on worker processes over the GPUs the rollout actor holds (vLLM's Ray executor would
+    need one bundle per GPU and GPUs the actor already took); sleep mode and the IPC backend when colocated."""
+    from rlpp.rollout.vllm_engine import context_length, engine_kwargs
+
+    base = dict(dtype="bfloat16", seed=0, trust_remote_code=False, max_model_len=0, gpu_memory_utilization=0.8,
+                enforce_eager=False, on_gpu=True)
+    one = engine_kwargs("m", tensor_parallel_size=1, **base)
+    assert "distributed_executor_backend" not in one and "max_model_len" not in one
+    two = engine_kwargs("m", tensor_parallel_size=2, **base)
+    assert two["distributed_executor_backend"] == "mp" and two["tensor_parallel_size"] == 2
+    colocated = engine_kwargs("m", tensor_parallel_size=1, sleep_mode=True, weight_transfer="ipc", **base)
+    assert colocated["enable_sleep_mode"] and colocated["weight_transfer_config"] == {"backend": "ipc"}
+    # max_model_len=0: the longest prompt plus the completion budget, rounded up, within the model's limit
+    assert context_length(300, 2048, 32768) == 2560
+    assert context_length(300, 2048, 2048) == 2048
+    assert context_length(10, 8, None) == 256

@@ -25,9 +25,9 @@ from rlpp.config.schema import Config
 from rlpp.data.loader import load_problems
 from rlpp.distributed.buffer_actor import create_buffer_actor
 from rlpp.distributed.control import CONTROL_FILE, start_control
-from rlpp.distributed.groups import LearnerGroup, RolloutFailed, RolloutGroup, learner_request
+from rlpp.distributed.groups import LearnerGroup, RolloutFailed, RolloutGroup, reserve_colocated, run_requests
 from rlpp.distributed.placement import PlacementError, check_fits
-from rlpp.distributed.weight_sync import WeightSync
+from rlpp.distributed.weight_sync import SyncTimeout, WeightSync
 from rlpp.metrics import MetricsSink, PhaseTimer
 from rlpp.models.tiny import load_tokenizer
 from rlpp.models.warmstart import prepare_model
@@ -49,10 +49,13 @@ class Trainer:
         _init_ray(cfg)
         problems = {"train": self.train_set, "dev": self.dev_set, "eval": self.eval_set}
         if cfg.ray.check_resources:  # fail now, naming the keys, rather than wait on what can never fit
-            check_fits([learner_request(cfg), RolloutGroup.request_for(cfg, cfg.rollout.num_actors)])
+            check_fits(run_requests(cfg))
         self.buffer = create_buffer_actor(cfg.buffer, len(self.train_set), seed=cfg.seed, num_cpus=0)
-        self.rollouts = RolloutGroup(cfg, self.model_path, problems, seed=cfg.seed)
-        self.learners = LearnerGroup(cfg, self.model_path)
+        # Colocated: one placement group, each bundle holding a learner rank and a rollout actor on one
+        # GPU. The engines start first, so vLLM sizes its KV cache before the learner allocates.
+        shared = reserve_colocated(cfg) if cfg.rollout.colocate else None
+        self.rollouts = RolloutGroup(cfg, self.model_path, problems, seed=cfg.seed, colocated=shared)
+        self.learners = LearnerGroup(cfg, self.model_path, colocated=shared)
         self.sync_weights = WeightSync(cfg, self.learners, self.rollouts)
         self.control = start_control(self.out, len(self.rollouts.actors))
         rc = cfg.rollout
@@ -87,10 +90,12 @@ class Trainer:
                 result.prompt_ids, [[(c.token_ids, c.logprobs) for c in g] for g in result.completions],
                 torch.as_tensor(result.rewards), std_normalize=self.cfg.algo.std_normalize,
                 drop_zero_variance=self.cfg.algo.drop_zero_variance, pad_id=self.pad_id)
+            with timer("sleep"):
+                self._sync(self.sync_weights.release_memory, step)  # colocated engines free the GPU
             with timer("train"):
                 metrics.update(self._train(batch, step) if batch is not None else {})
             with timer("sync"):
-                self.sync_weights()
+                self._sync(self.sync_weights, step)
             metrics.update(self._rollout_metrics(result, timer))
             metrics["rollout/actors"] = len(self.rollouts.actors)
             self.sink.log(step, metrics)
@@ -115,7 +120,10 @@ class Trainer:
         if wanted is None:
             return
         error = ""
-        if self.cfg.weight_sync == "nccl" and wanted != len(self.rollouts.actors):
+        if self.cfg.rollout.colocate and wanted != len(self.rollouts.actors):
+            error = ("rollout.colocate=true pairs each rollout actor with a learner rank on its GPU; the pool "
+                     "size is learner.num_actors")
+        elif self.cfg.weight_sync == "nccl" and wanted != len(self.rollouts.actors):
             error = ("weight_sync=nccl fixes the NCCL group's members at start-up; resizing the rollout pool "
                      "needs rollout.weight_sync=object_store")
         else:
@@ -130,6 +138,12 @@ class Trainer:
         else:
             log.info("step %d: rollout pool resized to %d actors", step, wanted)
         ray.get(self.control.report.remote(len(self.rollouts.actors), step, error))
+
+    def _sync(self, call, step: int) -> None:
+        try:
+            call()
+        except (SyncTimeout, ray.exceptions.RayError) as e:
+            raise TrainingStopped(f"weight sync failed at step {step}: {e}\n{self._resume_hint()}") from e
 
     def _train(self, batch, step: int) -> dict:
         try:
@@ -184,7 +198,7 @@ class Trainer:
                     raise TrainingStopped(f"rollout failed at step {step}: {e.cause}\n{self._resume_hint()}") from e
                 log.warning("step %d: %s; retrying after the actor restarts", step, e)
                 self.rollouts.wait_alive()
-                self.sync_weights()
+                self._sync(self.sync_weights, step)
         raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ around the loop

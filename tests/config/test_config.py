@@ -105,3 +105,41 @@ def test_direct_construction_is_validated_too():
 def test_cross_group_check_names_both_keys():
     with pytest.raises(ConfigError, match=r"buffer.retest.per_round must not exceed trainer.batch_size \(4\)"):
         load_config(None, ["trainer.batch_size=4", "buffer.retest.per_round=8"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["rollout.colocate=true", "rollout.engine=vllm", "learner.gpus_per_actor=1", "learner.zero_stage=1",
+      "rollout.weight_sync=nccl"], "rollout.weight_sync nccl cannot serve rollout.colocate=true"),
+    (["rollout.colocate=true", "rollout.num_actors=2"], "rollout.num_actors must equal learner.num_actors (1)"),
+    (["rollout.colocate=true", "rollout.gpus_per_actor=1"], "rollout.gpus_per_actor must be 0 with rollout.colocate=true"),
+    (["rollout.colocate=true", "learner.gpus_per_actor=2"], "learner.gpus_per_actor must be 0 or 1"),
+    (["rollout.colocate=true", "rollout.engine=vllm", "rollout.vllm.tensor_parallel_size=2"],
+     "rollout.vllm.tensor_parallel_size must be 1 with rollout.colocate=true"),
+    (["rollout.weight_sync=ipc", "rollout.engine=vllm", "learner.gpus_per_actor=1", "learner.zero_stage=1"],
+     "rollout.weight_sync ipc needs rollout.colocate=true"),
+    (["rollout.engine=vllm", "learner.gpus_per_actor=0.5", "rollout.gpus_per_actor=1"],
+     "learner.gpus_per_actor must be a whole number of GPUs with the nccl weight sync"),
+    (["rollout.sync_timeout_s=0"], "rollout.sync_timeout_s must be in (0.0, 86400.0]"),
+    (["data.answer_from=last"], "data.answer_from must be one of ['field', 'boxed']"),
+])
+def test_layouts_that_cannot_work_are_refused_naming_the_keys(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, overrides)
+    assert message in str(e.value)
+
+
+def test_weight_sync_auto_resolution():
+    gpu = ["rollout.engine=vllm", "learner.gpus_per_actor=1", "learner.zero_stage=1"]
+    assert load_config(None, []).weight_sync == "object_store"
+    assert load_config(None, gpu).weight_sync == "nccl"
+    assert load_config(None, [*gpu, "rollout.colocate=true"]).weight_sync == "ipc"
+    assert load_config(None, ["rollout.colocate=true"]).weight_sync == "object_store"  # CPU: nothing to share
+
+
+def test_actors_start_with_nccl_settings_for_isolated_gpus(monkeypatch):
+    from rlpp.distributed.groups import actor_env
+
+    monkeypatch.delenv("NCCL_NVLS_ENABLE", raising=False)
+    monkeypatch.setenv("NCCL_CUMEM_ENABLE", "1")  # the user's own choice wins
+    env = actor_env(3)["env_vars"]
+    assert env == {"OMP_NUM_THREADS": "3", "NCCL_NVLS_ENABLE": "0", "NCCL_CUMEM_ENABLE": "1"}

@@ -230,3 +230,30 @@ def test_hub_name_that_cannot_be_loaded_is_named(monkeypatch):
         load_problems(DataConfig(source="dataset", path="rlpp-test/no-such-dataset"))
     assert time.monotonic() - start < 5
     assert err.value.__cause__ is not None
+
+
+def test_math_style_parquet_answers_from_the_last_boxed(tmp_path, hf_cache):
+    """MATH-lighteval's schema (problem, level, type, solution) with no answer column: the reference
+    answer is the last \\boxed{} of the solution, nested braces kept; a row without one is named."""
+    from rlpp.data.loader import load_problems
+
+    records = [{"problem": f"What is {i}/2?", "level": "Level 1", "type": "Algebra",
+                "solution": f"First \\boxed{{0}} is wrong. So it is $\\boxed{{\\frac{{{i}}}{{2}}}}$."} for i in range(40)]
+    path = write_parquet(tmp_path / "math.parquet", records)
+    train, dev, held_out = load_problems(dataset_cfg(path, prompt_key="problem", answer_key="solution",
+                                                     answer_from="boxed", eval_size=5))
+    assert set(train.answers) <= {f"\\frac{{{i}}}{{2}}" for i in range(40)} and len(train) + len(dev) + len(held_out) == 40
+    bad = write_parquet(tmp_path / "bad.parquet", records[:3] + [{**records[3], "solution": "no box here"}])
+    with pytest.raises(DataError, match=r"bad.parquet: 1 of 4 rows are malformed:\n  row 4: answer field 'solution' "
+                                        r"has no complete \\boxed\{...\} \(data.answer_from=boxed\)"):
+        load_problems(dataset_cfg(bad, prompt_key="problem", answer_key="solution", answer_from="boxed", eval_size=1))
+    # Without answer_from the missing column is named, as before.
+    with pytest.raises(DataError, match="missing answer field 'answer'"):
+        load_problems(dataset_cfg(path, prompt_key="problem", answer_key="answer", eval_size=5))
+
+
+def test_the_gpu_config_reads_math_columns():
+    from rlpp.config.loader import load_config
+
+    cfg = load_config("configs/qwen2.5-math-1.5b.yaml", [])
+    assert (cfg.data.prompt_key, cfg.data.answer_key, cfg.data.answer_from) == ("problem", "solution", "boxed")

@@ -94,7 +94,8 @@ class RolloutWorker:
             if self.cfg.data.chat_template:
                 ids = self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
                                                          add_generation_prompt=True, tokenize=True)
-                ids = list(ids["input_ids"] if isinstance(ids, dict) else ids)
+                # transformers 5 returns a BatchEncoding (a mapping, not a dict): list() of it gives its keys
+                ids = [int(t) for t in (ids["input_ids"] if hasattr(ids, "keys") else ids)]
             else:
                 ids = self.tokenizer.encode(text, add_special_tokens=False)
             self._prompt_cache[key] = ids

@@ -73,8 +73,6 @@ DEFAULTS = {
                 threads=1),
 }
 
-# What rlpp.distributed.groups.NCCL_DEFAULTS gives every learner actor (that module imports Ray).
-NCCL_DEFAULTS = {"NCCL_NVLS_ENABLE": "0", "NCCL_CUMEM_ENABLE": "0"}
 
 
 class Skipped(Exception):
@@ -550,6 +548,8 @@ def main(argv=None) -> int:
         write_summary(args.out, {"args": vars(args), "stages": {}, "ok": False, "problems": [problem]})
         print(f"gpu_smoke: FAILED: {problem}", file=sys.stderr)
         return 2
+    from rlpp.sync import NCCL_DEFAULTS  # what every rlpp learner actor starts with
+
     for key, value in NCCL_DEFAULTS.items():
         os.environ.setdefault(key, value)
     if args.threads:

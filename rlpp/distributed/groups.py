@@ -26,6 +26,7 @@ from ray.util.placement_group import PlacementGroup
 from rlpp.distributed.placement import PlacementError, Request, check_fits, in_group, release, reserve
 from rlpp.learner.learner import Learner
 from rlpp.rollout.engine import Sampling
+from rlpp.sync import NCCL_DEFAULTS
 from rlpp.rollout.worker import RolloutResult, RolloutWorker
 
 log = logging.getLogger(__name__)
@@ -229,14 +230,6 @@ class LearnerGroup:
 
 def _chunk_seed(sampling: Sampling, k: int) -> Sampling:
     return sampling if sampling.seed is None else replace(sampling, seed=sampling.seed + 1_000_003 * k)
-
-
-NCCL_DEFAULTS = {"NCCL_NVLS_ENABLE": "0", "NCCL_CUMEM_ENABLE": "0"}
-"""NCCL settings every learner and rollout actor starts with unless the driver's environment sets them.
-Ray gives each actor only its own GPUs in CUDA_VISIBLE_DEVICES; on NVSwitch hosts (H100/H200) NCCL's
-NVLink SHARP (NVLS) and cuMem-based buffers then hang or corrupt collectives between processes that
-cannot see each other's devices (NVIDIA/nccl#1749, #1906; NeMo-RL turns them off the same way). Both
-only cost some all-reduce bandwidth when off."""
 
 
 def actor_env(threads: int) -> dict:

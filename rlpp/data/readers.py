@@ -18,6 +18,8 @@ import numbers
 from pathlib import Path
 from typing import Any, Iterator
 
+from rlpp.reward.builtin import last_boxed
+
 __all__ = ["DataError", "FILE_FORMATS", "is_local_path", "read_pairs"]
 
 logger = logging.getLogger(__name__)
@@ -43,21 +45,6 @@ def is_local_path(path: str) -> bool:
     suffix = p.suffix.lower()
     return (p.exists() or suffix in FILE_FORMATS or suffix in _OTHER_FILE_SUFFIXES
             or path.startswith(("/", "./", "../", "~", "\\")))
-
-
-def last_boxed(text: str) -> str | None:
-    """The content of the last ``\\boxed{...}`` or ``\\fbox{...}`` in ``text`` (braces balanced, nested
-    ones kept), or None when there is none or it never closes."""
-    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
-    if start < 0:
-        return None
-    i = text.index("{", start) + 1
-    depth = 1
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i:j].strip()
-    return None
 
 
 def read_pairs(path: str, split: str, prompt_key: str, answer_key: str, *,
@@ -190,7 +177,7 @@ def _check_rows(rows: Iterator[Row], source: str, row_word: str, prompt_key: str
                 continue
             text, why = _as_text(record[key], numbers_ok=what == "answer")
             if not why and what == "answer" and answer_from == "boxed":
-                boxed = last_boxed(text)
+                boxed = (last_boxed(text) or "").strip()
                 text, why = (boxed, "") if boxed else ("", "has no complete \\boxed{...} (data.answer_from=boxed)")
             if why:
                 issues.append(f"{what} field {key!r} {why}")

@@ -15,7 +15,7 @@ from types import ModuleType
 from rlpp.reward.registry import register_reward
 
 _INT = re.compile(r"-?[0-9]+")
-_BRACES = re.compile(r"\\boxed\s*\{|[{}]")
+_BRACES = re.compile(r"\\(?:boxed|fbox)\s*\{|[{}]")
 _LATEX_DELIMITERS = ("$", "\\(", "\\[", "\\boxed")
 _MATH_VERIFY_PIP = 'pip install "math-verify[antlr4_13_2]"'
 
@@ -51,8 +51,8 @@ def final_answer(text: str) -> str:
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the ``\\boxed{...}`` whose closing brace comes last (the outer one when nested), or
-    None if no ``\\boxed{`` is closed. Braces are matched in one pass, so junk input stays linear."""
+    """Content of the ``\\boxed{...}`` (or ``\\fbox{...}``, which some MATH solutions use) whose closing
+    brace comes last (the outer one when nested), or None if none is closed. Braces are matched in one pass, so junk input stays linear."""
     stack: list[int | None] = []  # content start of an open \boxed{, None for a plain {
     found = None
     for m in _BRACES.finditer(text):

@@ -137,3 +137,10 @@ def test_math_verify_off_the_main_thread():
     assert not errors
     assert results == [1.0, 0.0]
     assert signal.getsignal(signal.SIGALRM) is before
+
+
+def test_fbox_counts_as_a_box():
+    from rlpp.reward.builtin import exact_match, last_boxed
+
+    assert last_boxed(r"so the answer is \fbox{12}.") == "12"
+    assert exact_match(r"\fbox{12}", "12") == 1.0

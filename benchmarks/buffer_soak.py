@@ -70,6 +70,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--sampler", default="prioritized")
     args = ap.parse_args()
+    from rlpp.distributed.local import keep_local_ray_on_loopback
+
+    keep_local_ray_on_loopback()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     try:
         out = soak(args.seconds, args.callers, args.problems, args.batch, args.sampler)

@@ -72,6 +72,9 @@ def engine_overhead(engine_kind: str, reps: int) -> dict[str, float]:
                 tokens += n
         return tokens / seconds
 
+    from rlpp.distributed.local import keep_local_ray_on_loopback
+
+    keep_local_ray_on_loopback()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     try:
         group = RolloutGroup(cfg, model_path, {"train": train}, seed=0)

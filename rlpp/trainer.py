@@ -25,6 +25,7 @@ from rlpp.config.schema import Config
 from rlpp.data.loader import load_problems
 from rlpp.distributed.buffer_actor import create_buffer_actor
 from rlpp.distributed.control import CONTROL_FILE, start_control
+from rlpp.distributed.local import keep_local_ray_on_loopback
 from rlpp.distributed.groups import LearnerGroup, RolloutFailed, RolloutGroup, reserve_colocated, run_requests
 from rlpp.distributed.placement import PlacementError, check_fits
 from rlpp.distributed.weight_sync import SyncTimeout, WeightSync
@@ -61,7 +62,7 @@ class Trainer:
         rc = cfg.rollout
         self.sampling = Sampling(rc.group_size, rc.temperature, rc.top_p, rc.max_new_tokens)
         self.greedy = Sampling(1, 0.0, 1.0, rc.max_new_tokens)
-        self.sink = MetricsSink(self.out, tensorboard=cfg.log.tensorboard)
+        self.sink = MetricsSink(self.out, tensorboard=cfg.log.tensorboard, wandb=cfg.log.wandb, mlflow=cfg.log.mlflow, params=cfg)
         self.rollouts_done, self.start_step, self.bad_steps = 0, 0, 0
         self.history: list[dict] = []
         resume_from = checkpoint.resolve(cfg.trainer.resume, self.out)
@@ -306,6 +307,7 @@ def _init_ray(cfg: Config) -> None:
     elif os.environ.get("RAY_ADDRESS"):  # set for the entrypoint of a submitted Ray job
         ray.init()
     else:  # a private local instance, on loopback only
+        keep_local_ray_on_loopback()
         ray.init(num_cpus=cfg.ray.num_cpus or None, include_dashboard=False, log_to_driver=False,
                  _node_ip_address="127.0.0.1")
 

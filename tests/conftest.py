@@ -10,6 +10,9 @@ def ray_local():
     """A local Ray instance with 2 CPUs bound to 127.0.0.1 (works with token auth on or off)."""
     import ray
 
+    from rlpp.distributed.local import keep_local_ray_on_loopback
+
+    keep_local_ray_on_loopback()
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     try:
         yield ray

@@ -20,6 +20,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from net_helpers import listening, off_loopback
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -56,14 +58,32 @@ def _stop_cluster(temp_dir: str) -> None:
         p.kill()
 
 
+def _sockets_while_training(temp_dir: str, out: Path, proc: subprocess.Popen) -> list:
+    deadline = time.monotonic() + 900
+    while not ((out / "metrics.jsonl").is_file() and "rollout/pass_rate" in (out / "metrics.jsonl").read_text()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return []  # the assertions on the job's result say why
+        time.sleep(0.5)
+    pids = set()
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any(temp_dir in part for part in (p.info["cmdline"] or [])):
+                pids |= {p.pid, *(c.pid for c in p.children(recursive=True))}
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return listening(pids)
+
+
 @pytest.mark.slow
 def test_submit_sh_runs_the_tiny_config_as_a_ray_job_on_a_ray_start_head(small_run, tmp_path):
     temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths have a length limit
     gcs, dash, agent_http, agent_grpc, metrics, rt_env, client = _free_ports(7)
     # The job's entrypoint runs `python` from the head's PATH: this venv's, as an image's would be.
     # Token auth on, with a token of this cluster's own: on a fresh machine ~/.ray/auth_token need not exist.
+    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: Ray's single-machine mode, the only way its servers stay on
+    # loopback (rlpp.distributed.local); --node-ip-address=127.0.0.1 alone is resolved to the machine's address.
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+           "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     env.pop("RAY_AUTH_TOKEN_PATH", None)
     head = [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
             "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
@@ -74,13 +94,17 @@ def test_submit_sh_runs_the_tiny_config_as_a_ray_job_on_a_ray_start_head(small_r
     try:
         started = subprocess.run(head, env=env, capture_output=True, text=True, timeout=180)
         assert started.returncode == 0, started.stdout + started.stderr
-        submit = subprocess.run(
+        proc = subprocess.Popen(
             ["bash", str(ROOT / "launch" / "submit.sh"), "--address", f"http://127.0.0.1:{dash}",
              "configs/tiny.yaml", *small_run, "trainer.steps=6", "trainer.eval_every=3",
              "rollout.torch_threads=1", "learner.torch_threads=1", f"trainer.output_dir={out}"],
-            env={**env, "RAY_BIN": str(BIN / "ray")}, capture_output=True, text=True, timeout=1200, cwd=ROOT)
-        assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-4000:]
-        assert "succeeded" in (submit.stdout + submit.stderr).lower()
+            env={**env, "RAY_BIN": str(BIN / "ray")}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        # Mid-job, the cluster's processes (GCS, raylet, agents, the job's driver and actors) listen on loopback only.
+        sockets = _sockets_while_training(temp_dir, out, proc)
+        stdout, stderr = proc.communicate(timeout=1200)
+        assert proc.returncode == 0, stdout[-4000:] + stderr[-4000:]
+        assert "succeeded" in (stdout + stderr).lower()
+        assert len(sockets) >= 5 and off_loopback(sockets) == []
         # The job joined this cluster (it did not start a private one) and logged every step.
         records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
         steps = sorted({r["step"] for r in records if "rollout/pass_rate" in r})

@@ -96,10 +96,11 @@ class Learner:
 
         import ray
 
+        address = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
         with socket.socket() as s:
-            s.bind(("", 0))
+            s.bind((address, 0))
             port = s.getsockname()[1]
-        return ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1", port
+        return address, port
 
     def connect(self, master_addr: str, master_port: int) -> None:
         """Join the process group and build the DeepSpeed engine (all ranks at once)."""
@@ -115,7 +116,12 @@ class Learner:
         self.device = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
         if use_cuda:
             torch.cuda.set_device(self.device)
-        deepspeed.init_distributed(dist_backend="nccl" if use_cuda else "gloo", auto_mpi_discovery=False)
+        backend = "nccl" if use_cuda else "gloo"
+        # torch's own rendezvous (init_method env://) listens on every interface; this one listens on
+        # the rank-0 node's address only. DeepSpeed then finds the process group made and adopts it.
+        torch.distributed.init_process_group(backend, store=self._rendezvous(master_addr, master_port),
+                                             rank=rank, world_size=world_size)
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
         torch.manual_seed(cfg.seed + rank)
         model = self._policy(gradient_checkpointing=cfg.learner.gradient_checkpointing)
         self.engine, _, _, _ = deepspeed.initialize(
@@ -133,6 +139,22 @@ class Learner:
             else:
                 ref = ref.to(self.device)
             self.ref = ref
+
+    def _rendezvous(self, address: str, port: int) -> torch.distributed.TCPStore:
+        """The process group's key-value store, hosted by rank 0 on ``address`` alone."""
+        import datetime
+        import socket
+
+        timeout = datetime.timedelta(minutes=10)
+        if self.rank != 0:
+            return torch.distributed.TCPStore(address, port, self.world_size, is_master=False, timeout=timeout)
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        self._store_socket = socket.socket(family, socket.SOCK_STREAM)
+        self._store_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._store_socket.bind((address, port))
+        self._store_socket.listen()
+        return torch.distributed.TCPStore(address, port, self.world_size, is_master=True, timeout=timeout,
+                                          master_listen_fd=self._store_socket.fileno())
 
     def _policy(self, gradient_checkpointing: bool) -> TokenLogprobs:
         """The HF model wrapped to return chosen-token log-probs (``rlpp.learner.policy``)."""

@@ -29,9 +29,12 @@ from rlpp.distributed.local import keep_local_ray_on_loopback
 from rlpp.distributed.groups import LearnerGroup, RolloutFailed, RolloutGroup, reserve_colocated, run_requests
 from rlpp.distributed.placement import PlacementError, check_fits
 from rlpp.distributed.weight_sync import SyncTimeout, WeightSync
+from rlpp.evaluation import evaluate
 from rlpp.metrics import MetricsSink, PhaseTimer
 from rlpp.models.tiny import load_tokenizer
 from rlpp.models.warmstart import prepare_model
+from rlpp.progress import Progress
+from rlpp.reward.registry import check_reward
 from rlpp.rollout.engine import Sampling
 from rlpp.rollout.worker import RolloutResult
 
@@ -44,10 +47,12 @@ class Trainer:
         self.out = Path(cfg.trainer.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.yaml").write_text(to_yaml(cfg))
+        check_reward(cfg.reward.name)  # a bad reward.name fails here, once, not in every rollout actor
+        resume_from = checkpoint.resolve(cfg.trainer.resume, self.out)  # a bad checkpoint too, before any actor
         self.train_set, self.dev_set, self.eval_set = load_problems(cfg.data)
         self.model_path, self.warmstart = prepare_model(cfg, self.dev_set, self.eval_set)
         self.pad_id = load_tokenizer(self.model_path, cfg.model.trust_remote_code).pad_token_id
-        _init_ray(cfg)
+        init_ray(cfg)
         problems = {"train": self.train_set, "dev": self.dev_set, "eval": self.eval_set}
         if cfg.ray.check_resources:  # fail now, naming the keys, rather than wait on what can never fit
             check_fits(run_requests(cfg))
@@ -61,11 +66,9 @@ class Trainer:
         self.control = start_control(self.out, len(self.rollouts.actors))
         rc = cfg.rollout
         self.sampling = Sampling(rc.group_size, rc.temperature, rc.top_p, rc.max_new_tokens)
-        self.greedy = Sampling(1, 0.0, 1.0, rc.max_new_tokens)
         self.sink = MetricsSink(self.out, tensorboard=cfg.log.tensorboard, wandb=cfg.log.wandb, mlflow=cfg.log.mlflow, params=cfg)
         self.rollouts_done, self.start_step, self.bad_steps = 0, 0, 0
         self.history: list[dict] = []
-        resume_from = checkpoint.resolve(cfg.trainer.resume, self.out)
         if resume_from is not None:
             self.resume(resume_from)
         elif (self.out / "metrics.jsonl").stat().st_size:
@@ -79,8 +82,7 @@ class Trainer:
         cfg, t_start = self.cfg.trainer, time.perf_counter()
         if self.start_step == 0:
             self.history.append(self._evaluate_all(step=0))
-        bar = _progress(cfg.steps, self.cfg.log.progress_bar)
-        bar.update(self.start_step)
+        progress = Progress(cfg.steps, self.start_step, self.cfg.log.progress_bar)
         step = self.start_step
         for step in range(self.start_step + 1, cfg.steps + 1):
             self._apply_requests(step)
@@ -105,11 +107,11 @@ class Trainer:
                 self.history.append(self._evaluate_all(step))
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not last:
                 self.save(step)
-            bar.update(1)
-            bar.set_postfix(acc=f"{self.history[-1]['eval/accuracy']:.3f}", pass_rate=f"{metrics['rollout/pass_rate']:.2f}")
+            progress.update(step, accuracy=self.history[-1]["eval/accuracy"], pass_rate=metrics["rollout/pass_rate"],
+                            rollouts=self.rollouts_done)
             if last:
                 break
-        bar.close()
+        progress.close()
         ray.get(self.buffer.check_invariants.remote())  # every problem in exactly one pool, none lost
         self.save(step)
         self.steps_done = step
@@ -210,13 +212,13 @@ class Trainer:
         return out
 
     def evaluate(self, step: int, split: str = "eval", snapshot: bool = True) -> dict:
+        """``rlpp eval``'s evaluation (``rlpp.evaluation``) of the current policy, logged at ``step``."""
         problems = self.eval_set if split == "eval" else self.dev_set
-        result = self.rollouts.generate(split, np.arange(len(problems)), self.greedy)
-        correct = result.rewards[:, 0] >= self.cfg.buffer.success_threshold
-        metrics = {f"{split}/accuracy": float(correct.mean()), "rollouts": self.rollouts_done}
-        if problems.levels is not None:
-            for level in np.unique(problems.levels):
-                metrics[f"{split}/accuracy_level{level}"] = float(correct[problems.levels == level].mean())
+        ec = self.cfg.eval
+        metrics, _ = evaluate(self.rollouts.generate, problems, split, max_new_tokens=self.cfg.rollout.max_new_tokens,
+                              threshold=self.cfg.buffer.success_threshold, k=ec.k, samples=ec.samples,
+                              temperature=ec.temperature, top_p=ec.top_p, seed=_step_seed(self.cfg.seed, step, 99))
+        metrics["rollouts"] = self.rollouts_done
         self.sink.log(step, metrics)
         if self.cfg.log.buffer_snapshots and snapshot:
             folder = self.out / "buffer"
@@ -299,7 +301,7 @@ def _take(result: RolloutResult, rows: np.ndarray) -> RolloutResult:
                          result.rewards[rows], [result.texts[i] for i in rows], result.metrics)
 
 
-def _init_ray(cfg: Config) -> None:
+def init_ray(cfg: Config) -> None:
     if ray.is_initialized():
         return
     if cfg.ray.address:
@@ -310,9 +312,3 @@ def _init_ray(cfg: Config) -> None:
         keep_local_ray_on_loopback()
         ray.init(num_cpus=cfg.ray.num_cpus or None, include_dashboard=False, log_to_driver=False,
                  _node_ip_address="127.0.0.1")
-
-
-def _progress(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled, desc="rlpp train", unit="step", dynamic_ncols=True)

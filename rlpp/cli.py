@@ -5,16 +5,31 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
+from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rlpp", description="Ray-based RL post-training with prioritized replay.")
+    p.add_argument("--debug", action="store_true", help="on an error, show the Python traceback too")
+    # Also accepted after the command; SUPPRESS keeps a subcommand from resetting `rlpp --debug CMD`.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="on an error, show the Python traceback too")
     sub = p.add_subparsers(dest="command", required=True)
     for name, help_ in (("train", "run GRPO training (default: the built-in tiny CPU task)"),
                         ("config", "validate a config and print it fully resolved")):
-        c = sub.add_parser(name, help=help_)
+        c = sub.add_parser(name, help=help_, parents=[common])
         c.add_argument("config", nargs="?", help="YAML file (default: the built-in defaults, = configs/tiny.yaml)")
         c.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. buffer.sampler=uniform")
+    e = sub.add_parser("eval", parents=[common],
+                       help="greedy accuracy and pass@k (95%% CIs) of a model or checkpoint; prints a table, writes JSON")
+    e.add_argument("model", help="a checkpoint folder written by rlpp train, an HF model folder or hub name, or a .gguf")
+    e.add_argument("config", nargs="?", help="YAML file for data, engine, reward (default: a checkpoint's own run "
+                   "config, else the built-in defaults)")
+    e.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. eval.k=[1,4,8] eval.split=dev")
+    pl = sub.add_parser("plot", parents=[common], help="write PNG plots of one run into RUN_DIR/plots")
+    pl.add_argument("run_dir", help="a run's trainer.output_dir")
     a = sub.add_parser("ablate", help="run every arm x seed of an ablation at an equal rollout budget, then report")
     a.add_argument("spec", help="ablation YAML (e.g. configs/ablate/tiny.yaml)")
     a.add_argument("overrides", nargs="*", metavar="key=value",
@@ -32,6 +47,52 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except Exception as e:  # noqa: BLE001 - user errors become one line; anything else is re-raised
+        kind = _user_error_kind(e)
+        if kind is None:
+            raise
+        if args.debug:
+            traceback.print_exc()
+        print(f"rlpp {args.command}: {kind} error: {_one_line(e)}", file=sys.stderr)
+        return 2
+
+
+def _user_error_kind(e: BaseException) -> str | None:
+    """``config``, ``data``, ... for the errors a user causes and can fix; None for bugs and crashes.
+    Classes are looked up only where their module is already loaded (nothing heavy is imported here)."""
+    kinds = [("rlpp.config.base", "ConfigError", "config"), ("rlpp.data.readers", "DataError", "data"),
+             ("rlpp.models", "ModelError", "model"), ("rlpp.checkpoint", "CheckpointError", "checkpoint"),
+             ("rlpp.distributed.placement", "PlacementError", "placement"),
+             ("rlpp.reward.registry", "RewardError", "reward"), ("rlpp.metrics", "TrackerError", "tracker"),
+             ("rlpp.plot", "RunFolderError", "run")]
+    for module, name, kind in kinds:
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(e, cls):
+            return kind
+    return None
+
+
+def _one_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0] + (" " + "; ".join(lines[1:]) if len(lines) > 1 else "") if lines else type(e).__name__
+
+
+def _run(args) -> int:
+    if args.command == "plot":
+        from rlpp.plot import plot_run
+
+        for path in plot_run(args.run_dir):
+            print(path)
+        return 0
+    if args.command == "eval":
+        from rlpp.evaluation import main_eval
+
+        config, overrides = args.config, list(args.overrides)
+        if config is not None and "=" in config:  # only overrides were given
+            config, overrides = None, [config, *overrides]
+        return main_eval(args.model, config, overrides)
     if args.command == "ablate":
         from rlpp.ablate.runner import main_ablate
 
@@ -43,16 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "scale":
         return _scale(args)
     from rlpp.config.loader import load_config, to_yaml
-    from rlpp.config.schema import ConfigError
 
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config:  # only overrides were given
         config, overrides = None, [config, *overrides]
-    try:
-        cfg = load_config(config, overrides)
-    except ConfigError as e:
-        print(f"rlpp: config error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(config, overrides)
     if args.command == "config":
         sys.stdout.write(to_yaml(cfg))
         return 0
@@ -80,9 +136,10 @@ def _scale(args) -> int:
 def _train(cfg) -> int:
     import logging
 
-    from rlpp.checkpoint import CheckpointError
+    from rlpp.metrics import check_trackers
     from rlpp.trainer import Trainer, TrainingStopped
 
+    check_trackers(cfg.log)  # a tracker package missing fails now, not after the warm start and the actors
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         trainer = Trainer(cfg)
@@ -90,10 +147,17 @@ def _train(cfg) -> int:
             summary = trainer.fit()
         finally:
             trainer.close()
-    except (TrainingStopped, CheckpointError) as e:
+    except TrainingStopped as e:
         print(f"rlpp train: stopped: {e}", file=sys.stderr)
         return 1
     print("\n" + format_summary(summary))
+    try:
+        from rlpp.plot import plot_run
+
+        plots = plot_run(cfg.trainer.output_dir)
+        print(f"  plots                        {Path(plots[0]).parent}" if plots else "")
+    except Exception as e:  # noqa: BLE001 - a plot must never fail a finished run
+        logging.getLogger(__name__).warning("plots not written: %s", e)
     return 0
 
 

@@ -45,3 +45,12 @@ def test_smollm2_cpu_config_trains_end_to_end(tmp_path):
     config = json.loads((ckpt / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLM"] and config["vocab_size"] == 49152
     assert (ckpt / "chat_template.jinja").is_file() or "chat_template" in (ckpt / "tokenizer_config.json").read_text()
+    # rlpp eval on that checkpoint: the run's own config (vLLM engine, chat template, math_verify), pass@k
+    ev = subprocess.run([sys.executable, "-m", "rlpp.cli", "eval", str(ckpt), "eval.k=[1,2]",
+                         f"eval.output={tmp_path / 'eval.json'}"], capture_output=True, text=True, timeout=900)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["engine"] == "vllm" and report["problems"] == 16 and report["samples"] == 2
+    m = report["metrics"]
+    assert 0 <= m["eval/pass@1"] <= m["eval/pass@2"] <= 1 and m["eval/accuracy"] > 0
+    assert m["eval/accuracy"] == pytest.approx(summary["final_accuracy"])  # the trainer's own final evaluation

@@ -20,7 +20,7 @@ from rlpp.config.buffer import (
 )
 
 __all__ = [
-    "SAMPLER_NAMES", "AlgoConfig", "BufferConfig", "Config", "ConfigError", "DapoFilterConfig", "DataConfig",
+    "SAMPLER_NAMES", "AlgoConfig", "BufferConfig", "Config", "ConfigError", "DapoFilterConfig", "DataConfig", "EvalConfig",
     "LearnerConfig", "LogConfig", "ModelConfig", "PERConfig", "PrioritizedConfig", "PromptReplayConfig", "RayConfig", "RetestConfig",
     "RewardConfig", "RolloutConfig", "SyntheticConfig", "TinyModelConfig", "TrainerConfig", "VllmConfig",
     "WarmStartConfig", "validate",
@@ -163,6 +163,9 @@ class DataConfig:
     answer_from: str = "field"
     """``field``: the answer is ``answer_key`` as is; ``boxed``: the content of the last ``\\boxed{...}``
     (or ``\\fbox{...}``) in ``answer_key``, for MATH-style data whose rows hold only a worked ``solution``."""
+    group_key: str = ""
+    """Row field to break evaluation down by (e.g. ``level`` or ``subject`` of MATH-500); empty: none.
+    Rows lacking it are grouped as ``(none)``."""
     template: str = "{prompt}"
     """Python ``str.format`` template applied to the problem text (fields: ``prompt``)."""
     chat_template: bool = False
@@ -247,7 +250,9 @@ class RolloutConfig:
         yield from at_least("max_restarts", self.max_restarts, 0)
         yield from at_least("gpus_per_actor", self.gpus_per_actor, 0)
         yield from at_least("torch_threads", self.torch_threads, 1)
-        yield from at_least("group_size", self.group_size, 1)
+        if self.group_size < 2:
+            yield "group_size", (f"must be >= 2, got {self.group_size}: GRPO's advantage is a reward minus its group's "
+                                 "mean, so a group of one always has advantage 0 and nothing is learned")
         yield from in_range("temperature", self.temperature, 0.0, 10.0, lo_open=True)
         yield from in_range("top_p", self.top_p, 0.0, 1.0, lo_open=True)
         yield from at_least("max_new_tokens", self.max_new_tokens, 1)
@@ -272,12 +277,21 @@ class RewardConfig:
     name: str = "arithmetic"
     """``arithmetic``, ``exact_match``, ``math_verify``, or ``package.module:function``."""
     timeout_s: float = 10.0
-    """A reward call taking longer scores 0 and is counted (``reward/timeouts``)."""
+    """A reward call taking longer scores 0 and is counted (``reward/timeouts``); its worker process is
+    killed and replaced."""
+    num_workers: int = 2
+    """Worker processes that run reward calls (started on first use). Rewards registered inline
+    (``arithmetic``, ``exact_match``) run in the calling process instead and need none."""
+    memory_limit_mb: int = 2048
+    """Address-space limit (``RLIMIT_AS``) of each reward worker process; a call that needs more scores 0
+    (``reward/out_of_memory``) and its worker is replaced. 0: no limit."""
 
     def _problems(self) -> Problems:
         if not self.name:
             yield "name", "must name a reward function"
         yield from in_range("timeout_s", self.timeout_s, 0.0, 3600.0, lo_open=True)
+        yield from in_range("num_workers", self.num_workers, 1, 256)
+        yield from at_least("memory_limit_mb", self.memory_limit_mb, 0)
 
 
 @dataclass(frozen=True)
@@ -396,8 +410,91 @@ class TrainerConfig:
 
 
 @dataclass(frozen=True)
+class WandbConfig:
+    """Weights & Biases run (``log.wandb``): every logged scalar under its metrics.jsonl name at the
+    trainer's step, the resolved config as the run's config. Needs ``pip install 'rlpp[trackers]'``."""
+
+    enabled: bool = False
+    """Start a W&B run for this training run."""
+    project: str = "rlpp"
+    """W&B project."""
+    entity: str = ""
+    """W&B team or user (empty: the account's default entity)."""
+    name: str = ""
+    """Run name (empty: ``trainer.output_dir``)."""
+    tags: tuple[str, ...] = ()
+    """Run tags, each 1 to 64 characters, e.g. ``log.wandb.tags=[grpo,tiny]``."""
+    mode: str = "online"
+    """``online`` (W&B's default: needs network and a login, ``WANDB_API_KEY`` or ``wandb login``),
+    ``offline`` (no network, no key: written under ``dir``, upload later with ``wandb sync``) or
+    ``disabled``. Passed to ``wandb.init``, so it wins over ``WANDB_MODE``."""
+    dir: str = ""
+    """Folder W&B writes its ``wandb/`` folder in (empty: ``$WANDB_DIR`` if set, else the run folder)."""
+
+    def _problems(self) -> Problems:
+        yield from one_of("mode", self.mode, ("online", "offline", "disabled"))
+        if self.enabled and not self.project:
+            yield "project", "must name a W&B project when log.wandb.enabled=true"
+        bad = [t for t in self.tags if not isinstance(t, str) or not 1 <= len(t) <= 64]
+        if bad:
+            yield "tags", f"must be strings of 1 to 64 characters (W&B's limit), got {bad!r}"
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    """MLflow run (``log.mlflow``): every logged scalar under its metrics.jsonl name at the trainer's
+    step, the resolved config as the run's params (dotted keys). Needs ``pip install 'rlpp[trackers]'``."""
+
+    enabled: bool = False
+    """Start an MLflow run for this training run."""
+    tracking_uri: str = ""
+    """Tracking server or store: ``http(s)://...``, ``file:///abs/path`` or a plain folder (a local file
+    store, which mlflow-skinny can write), ``sqlite:///file.db`` (needs ``sqlalchemy`` and ``alembic``),
+    ``databricks``. Empty: ``$MLFLOW_TRACKING_URI`` if set, else a file store in ``RUN_DIR/mlruns``
+    (browse it with ``mlflow ui --backend-store-uri RUN_DIR/mlruns``)."""
+    experiment: str = "rlpp"
+    """Experiment name (created when missing)."""
+    run_name: str = ""
+    """Run name (empty: ``trainer.output_dir``)."""
+
+    def _problems(self) -> Problems:
+        if self.enabled and not self.experiment:
+            yield "experiment", "must name an MLflow experiment when log.mlflow.enabled=true"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation, by ``rlpp eval`` and by the trainer every ``trainer.eval_every`` steps: greedy accuracy,
+    plus pass@k for each ``k`` from ``samples`` sampled completions per problem."""
+
+    k: list[int] = field(default_factory=list)
+    """pass@k for these k (e.g. [1, 4, 8]); empty: greedy accuracy only (the trainer's default)."""
+    samples: int = 0
+    """Sampled completions per problem for pass@k (0: the largest k)."""
+    temperature: float = 1.0
+    """Sampling temperature for pass@k."""
+    top_p: float = 1.0
+    """Nucleus sampling mass for pass@k."""
+    split: str = "eval"
+    """Problems ``rlpp eval`` scores: ``eval`` (held out), ``dev`` or ``train``."""
+    output: str = ""
+    """JSON file ``rlpp eval`` writes (empty: ``eval_<split>.json`` in the model folder when it is a local
+    folder, else in the working directory)."""
+
+    def _problems(self) -> Problems:
+        for v in self.k:
+            yield from at_least("k", v, 1)
+        yield from at_least("samples", self.samples, 0)
+        if self.k and self.samples and self.samples < max(self.k):
+            yield "samples", f"must be >= the largest k ({max(self.k)}) to estimate pass@k, got {self.samples}"
+        yield from in_range("temperature", self.temperature, 0.0, 10.0, lo_open=True)
+        yield from in_range("top_p", self.top_p, 0.0, 1.0, lo_open=True)
+        yield from one_of("split", self.split, ("eval", "dev", "train"))
+
+
+@dataclass(frozen=True)
 class LogConfig:
-    """Metrics sinks: JSONL always; TensorBoard and a progress bar optionally."""
+    """Metrics sinks: JSONL always; TensorBoard, W&B, MLflow and a progress bar optionally."""
 
     tensorboard: bool = True
     """Write TensorBoard events too (skipped with a warning when tensorboard is not installed)."""
@@ -405,6 +502,8 @@ class LogConfig:
     """Show a progress bar on the terminal."""
     buffer_snapshots: bool = True
     """At each evaluation save per-problem p̂, visits and pool to ``buffer/step_N.npz`` (for reports)."""
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
 
 @dataclass(frozen=True)
@@ -445,6 +544,7 @@ class Config:
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
@@ -491,5 +591,9 @@ class Config:
                                          "fp32 (data_types.grad_accum_dtype) only under ZeRO; ZeRO-1 costs nothing "
                                          "on one rank")
         r = self.buffer.retest
-        if r.mode == "periodic" and r.per_round > self.trainer.batch_size:
-            yield "buffer.retest.per_round", f"must not exceed trainer.batch_size ({self.trainer.batch_size}), got {r.per_round}"
+        periodic = r.mode == "periodic" or self.buffer.sampler == "paper"  # paper retests periodically whatever mode says
+        if periodic and r.per_round > self.trainer.batch_size:
+            yield "buffer.retest.per_round", (f"must not exceed trainer.batch_size ({self.trainer.batch_size}), got "
+                                              f"{r.per_round}" + (" (the paper sampler always retests periodically, "
+                                                                  f"whatever buffer.retest.mode={r.mode!r} says)"
+                                                                  if r.mode != "periodic" else ""))

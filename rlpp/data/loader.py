@@ -19,6 +19,7 @@ problems, after held-out problems are taken out.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -74,21 +75,21 @@ def apply_template(template: str, problems: ProblemSet) -> ProblemSet:
     """``problems`` with each prompt put through ``template.format(prompt=...)``."""
     if template == "{prompt}":
         return problems
-    return ProblemSet(prompts=[template.format(prompt=p) for p in problems.prompts], answers=problems.answers,
-                      levels=problems.levels, source=problems.source)
+    return dataclasses.replace(problems, prompts=[template.format(prompt=p) for p in problems.prompts])
 
 
 def _dataset_splits(cfg: DataConfig) -> tuple[ProblemSet, ProblemSet, ProblemSet]:
-    prompts, answers, source = read_pairs(cfg.path, cfg.split, cfg.prompt_key, cfg.answer_key,
-                                          config_key="data.path", answer_from=cfg.answer_from)
-    pool = ProblemSet(prompts=prompts, answers=answers, source=source)
+    prompts, answers, source, groups = read_pairs(cfg.path, cfg.split, cfg.prompt_key, cfg.answer_key,
+                                                  config_key="data.path", answer_from=cfg.answer_from,
+                                                  group_key=cfg.group_key)
+    pool = ProblemSet(prompts=prompts, answers=answers, source=source, groups=groups)
     rng = np.random.default_rng(SPLIT_SEED)
     order = rng.permutation(len(pool))
     if cfg.eval_path:
-        e_prompts, e_answers, e_source = read_pairs(cfg.eval_path, cfg.eval_split, cfg.prompt_key,
-                                                    cfg.answer_key, config_key="data.eval_path",
-                                                    answer_from=cfg.answer_from)
-        held_out = ProblemSet(prompts=e_prompts, answers=e_answers, source=e_source)
+        e_prompts, e_answers, e_source, e_groups = read_pairs(cfg.eval_path, cfg.eval_split, cfg.prompt_key,
+                                                              cfg.answer_key, config_key="data.eval_path",
+                                                              answer_from=cfg.answer_from, group_key=cfg.group_key)
+        held_out = ProblemSet(prompts=e_prompts, answers=e_answers, source=e_source, groups=e_groups)
         n_eval = 0
     else:
         n_eval = cfg.eval_size

@@ -26,10 +26,15 @@ class ProblemSet:
     """Difficulty label per problem (int), synthetic task only. For reports: samplers must not read it."""
     source: str = ""
     """Where the problems came from (file, hub name, or task), for messages."""
+    groups: list[str] | None = None
+    """A label per problem from the row field ``data.group_key`` (e.g. MATH's ``level`` or ``subject``),
+    for evaluation broken down by it. Like ``levels``, never read by samplers."""
 
     def __post_init__(self) -> None:
         if len(self.prompts) != len(self.answers):
             raise ValueError(f"{self.source}: {len(self.prompts)} prompts but {len(self.answers)} answers")
+        if self.groups is not None and len(self.groups) != len(self.prompts):
+            raise ValueError(f"{self.source}: {len(self.groups)} group labels for {len(self.prompts)} problems")
         if self.levels is not None:
             self.levels = np.asarray(self.levels, dtype=np.int64)
             if self.levels.shape != (len(self.prompts),):
@@ -47,4 +52,5 @@ class ProblemSet:
             answers=[self.answers[i] for i in ids],
             levels=None if self.levels is None else self.levels[np.asarray(ids, dtype=np.int64)],
             source=self.source,
+            groups=None if self.groups is None else [self.groups[i] for i in ids],
         )

@@ -47,32 +47,36 @@ def is_local_path(path: str) -> bool:
             or path.startswith(("/", "./", "../", "~", "\\")))
 
 
-def read_pairs(path: str, split: str, prompt_key: str, answer_key: str, *,
-               config_key: str = "data.path", answer_from: str = "field") -> tuple[list[str], list[str], str]:
-    """(prompts, answers, source) from a local ``.jsonl``/``.json``/``.parquet`` file or a hub dataset.
+def read_pairs(path: str, split: str, prompt_key: str, answer_key: str, *, config_key: str = "data.path",
+               answer_from: str = "field", group_key: str = "") -> tuple[list[str], list[str], str, list[str] | None]:
+    """(prompts, answers, source, groups) from a local ``.jsonl``/``.json``/``.parquet`` file or a hub dataset.
 
     ``split`` selects the hub split and is ignored for a single local file. Numbers are accepted as
     answers and turned into text with ``str()``; prompts must be text. ``config_key`` is the setting
     that named ``path``, for messages. ``answer_from="boxed"`` takes the answer out of the last
     ``\\boxed{}`` of the answer field (``data.answer_from``); a row without one is malformed.
+    ``group_key`` (``data.group_key``) reads one more field as each problem's group label, as text
+    (``(none)`` where a row lacks it); groups is None without it.
     """
     if is_local_path(path):
         file = Path(path).expanduser()
         if file.is_dir():
             source = f"local dataset folder {str(file)!r} (split {split!r})"
-            rows, row_word = _hub_rows(str(file), split, source, config_key, prompt_key, answer_key), "row"
+            rows, row_word = _hub_rows(str(file), split, source, config_key, prompt_key, answer_key, group_key), "row"
         else:
             source = str(file)
-            rows, row_word = _file_rows(file, config_key, prompt_key, answer_key)
+            rows, row_word = _file_rows(file, config_key, prompt_key, answer_key, group_key)
     else:
         source = f"hub dataset {path!r} (split {split!r})"
-        rows, row_word = _hub_rows(path, split, source, config_key, prompt_key, answer_key), "row"
-    prompts, answers = _check_rows(rows, source, row_word, prompt_key, answer_key, answer_from)
+        rows, row_word = _hub_rows(path, split, source, config_key, prompt_key, answer_key, group_key), "row"
+    groups: list[str] | None = [] if group_key else None
+    prompts, answers = _check_rows(rows, source, row_word, prompt_key, answer_key, answer_from, group_key, groups)
     logger.info("read %d problems from %s", len(prompts), source)
-    return prompts, answers, source
+    return prompts, answers, source, groups
 
 
-def _file_rows(file: Path, config_key: str, prompt_key: str, answer_key: str) -> tuple[Iterator[Row], str]:
+def _file_rows(file: Path, config_key: str, prompt_key: str, answer_key: str,
+               group_key: str = "") -> tuple[Iterator[Row], str]:
     fmt = FILE_FORMATS.get(file.suffix.lower())
     if fmt is None:
         raise DataError(f"{file}: unsupported file type {file.suffix!r} ({config_key}); "
@@ -83,7 +87,7 @@ def _file_rows(file: Path, config_key: str, prompt_key: str, answer_key: str) ->
         return _jsonl_rows(file.read_bytes()), "line"
     if fmt == "json":
         return _json_rows(file)
-    return _parquet_rows(file, prompt_key, answer_key), "row"
+    return _parquet_rows(file, prompt_key, answer_key, group_key), "row"
 
 
 def _jsonl_rows(data: bytes) -> Iterator[Row]:
@@ -121,18 +125,18 @@ def _json_rows(file: Path) -> tuple[Iterator[Row], str]:
     return rows, "row"
 
 
-def _parquet_rows(file: Path, prompt_key: str, answer_key: str) -> Iterator[Row]:
+def _parquet_rows(file: Path, prompt_key: str, answer_key: str, group_key: str = "") -> Iterator[Row]:
     import datasets
 
     try:
         table = datasets.load_dataset("parquet", data_files=str(file), split="train")
     except Exception as e:  # re-raised with the file named; the cause stays chained
         raise DataError(f"{file}: could not read as parquet: {type(e).__name__}: {e}") from e
-    return _table_rows(table, str(file), prompt_key, answer_key)
+    return _table_rows(table, str(file), prompt_key, answer_key, group_key)
 
 
 def _hub_rows(name: str, split: str, source: str, config_key: str, prompt_key: str,
-              answer_key: str) -> Iterator[Row]:
+              answer_key: str, group_key: str = "") -> Iterator[Row]:
     import datasets
 
     try:
@@ -141,26 +145,28 @@ def _hub_rows(name: str, split: str, source: str, config_key: str, prompt_key: s
         raise DataError(f"{source}: could not load it with datasets.load_dataset ({config_key}={name!r}): "
                         f"{type(e).__name__}: {e}. Offline? Point {config_key} at a local "
                         f"{'/'.join(FILE_FORMATS)} file instead") from e
-    return _table_rows(table, source, prompt_key, answer_key)
+    return _table_rows(table, source, prompt_key, answer_key, group_key)
 
 
-def _table_rows(table: Any, source: str, prompt_key: str, answer_key: str) -> Iterator[Row]:
-    """Rows of a ``datasets.Dataset``, reading only the two columns needed (all rows share columns)."""
+def _table_rows(table: Any, source: str, prompt_key: str, answer_key: str, group_key: str = "") -> Iterator[Row]:
+    """Rows of a ``datasets.Dataset``, reading only the columns needed (all rows share columns)."""
     columns = list(table.column_names)
     for key, what, setting in _fields(prompt_key, answer_key):
         if key not in columns and len(table):
             raise DataError(f"{source}: row 1 (and every other): missing {what} field {key!r} ({setting}); "
                             f"the rows have columns: {', '.join(map(repr, columns))}")
-    for number, (prompt, answer) in enumerate(zip(table[prompt_key], table[answer_key]), start=1):
-        yield number, {prompt_key: prompt, answer_key: answer}
+    groups = table[group_key] if group_key and group_key in columns else [None] * len(table)
+    for number, (prompt, answer, group) in enumerate(zip(table[prompt_key], table[answer_key], groups), start=1):
+        yield number, {prompt_key: prompt, answer_key: answer, **({group_key: group} if group is not None else {})}
 
 
 def _fields(prompt_key: str, answer_key: str) -> tuple[tuple[str, str, str], ...]:
     return (prompt_key, "prompt", "data.prompt_key"), (answer_key, "answer", "data.answer_key")
 
 
-def _check_rows(rows: Iterator[Row], source: str, row_word: str, prompt_key: str,
-                answer_key: str, answer_from: str = "field") -> tuple[list[str], list[str]]:
+def _check_rows(rows: Iterator[Row], source: str, row_word: str, prompt_key: str, answer_key: str,
+                answer_from: str = "field", group_key: str = "",
+                groups: list[str] | None = None) -> tuple[list[str], list[str]]:
     prompts: list[str] = []
     answers: list[str] = []
     bad: list[str] = []
@@ -190,6 +196,9 @@ def _check_rows(rows: Iterator[Row], source: str, row_word: str, prompt_key: str
         else:
             prompts.append(texts[0])
             answers.append(texts[1])
+            if groups is not None:
+                label = record.get(group_key)
+                groups.append("(none)" if label is None or str(label).strip() == "" else str(label).strip())
     if bad:
         more = f"\n  ... and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""
         listed = "\n  ".join(bad[:_SHOWN])

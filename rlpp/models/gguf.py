@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path, PurePosixPath
 
+from rlpp.models import ModelError
+
 log = logging.getLogger(__name__)
 PKG_PREFIX = "pkg:"
 DEFAULT_CACHE_DIR = "~/.cache/rlpp/gguf"
@@ -52,11 +54,11 @@ def resolve_gguf(path: str) -> Path:
     """The GGUF file ``model.path`` names, resolved; ValueError (one line, naming ``model.path``) if absent."""
     problem = gguf_path_problem(path)
     if problem:
-        raise ValueError(f"model.path {problem}")
+        raise ModelError(f"model.path {problem}")
     if not path.startswith(PKG_PREFIX):
         file = Path(path).expanduser()
         if not file.is_file():
-            raise ValueError(f"model.path {path!r}: no such file {str(file.resolve())!r}")
+            raise ModelError(f"model.path {path!r}: no such file {str(file.resolve())!r}")
         return file.resolve()
     from importlib import metadata
 
@@ -64,12 +66,12 @@ def resolve_gguf(path: str) -> Path:
     try:
         dist = metadata.distribution(dist_name)
     except metadata.PackageNotFoundError:
-        raise ValueError(f"model.path {path!r}: Python distribution {dist_name!r} is not installed "
+        raise ModelError(f"model.path {path!r}: Python distribution {dist_name!r} is not installed "
                          f"(importlib.metadata found no such distribution)") from None
     file = Path(str(dist.locate_file(rel)))
     if not file.is_file():
         ggufs = sorted(str(f) for f in dist.files or () if str(f).lower().endswith(".gguf"))
-        raise ValueError(f"model.path {path!r}: no file {str(file)!r} in distribution {dist_name!r} "
+        raise ModelError(f"model.path {path!r}: no file {str(file)!r} in distribution {dist_name!r} "
                          f"{dist.version}; its .gguf files: {ggufs or 'none'}")
     return file.resolve()
 

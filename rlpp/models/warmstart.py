@@ -23,6 +23,7 @@ import torch
 
 from rlpp.config.schema import Config
 from rlpp.data.problems import ProblemSet
+from rlpp.models import ModelError
 from rlpp.data.synthetic import ARITHMETIC_CHARS, make_arithmetic
 from rlpp.models.tiny import build_char_tokenizer, build_tiny_model, load_tokenizer, save_model
 
@@ -41,6 +42,7 @@ def prepare_model(cfg: Config, dev: ProblemSet, held_out: ProblemSet) -> tuple[s
         if is_gguf_path(cfg.model.path):  # a .gguf file or pkg:DIST/FILE.gguf: its converted HF folder
             folder, info = prepare_gguf(cfg.model.path)
             return folder, {"gguf": info}
+        _check_loads(cfg.model.path, cfg.model.trust_remote_code)
         return cfg.model.path, {}
     key = _cache_key(cfg)
     folder = Path(os.path.expanduser(cfg.model.warmstart.cache_dir)) / key
@@ -61,6 +63,18 @@ def prepare_model(cfg: Config, dev: ProblemSet, held_out: ProblemSet) -> tuple[s
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return str(folder), {**info, "cached": False}
+
+
+def _check_loads(path: str, trust_remote_code: bool) -> None:
+    """Fail now, naming ``model.path``, if its config cannot be read (a typo, no hub access), rather than in
+    every actor at once."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"model.path {path!r} does not load: {first}") from e
 
 
 def warmstart_seed(cfg: Config) -> int:

@@ -46,6 +46,22 @@ def is_inline(fn: RewardFn) -> bool:
     return bool(getattr(fn, _INLINE, False))
 
 
+class RewardError(ValueError):
+    """``reward.name`` names no usable reward function."""
+
+
+def check_reward(name: str) -> RewardFn:
+    """``resolve_reward`` for the driver's up-front check: a plugin module that fails while importing (its
+    own bug, or a dependency it lacks) is reported as a ``RewardError`` naming ``reward.name`` too, so the
+    user sees one line instead of a traceback from every rollout actor."""
+    try:
+        return resolve_reward(name)
+    except RewardError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever the plugin raised, with its type kept in the message
+        raise RewardError(f"reward.name {name!r}: loading it failed: {type(e).__name__}: {e}") from e
+
+
 def resolve_reward(name: str) -> RewardFn:
     """The reward function for ``reward.name``: a registered name or ``package.module:function``.
 
@@ -58,7 +74,7 @@ def resolve_reward(name: str) -> RewardFn:
     elif name in REWARDS:
         fn = REWARDS[name]
     else:
-        raise ValueError(f"reward.name: unknown reward {name!r}; registered: {sorted(REWARDS)}, "
+        raise RewardError(f"reward.name: unknown reward {name!r}; registered: {sorted(REWARDS)}, "
                          f"or give 'package.module:function'")
     setup = getattr(fn, _SETUP, None)
     if setup is not None:
@@ -69,7 +85,7 @@ def resolve_reward(name: str) -> RewardFn:
 def _import_function(name: str) -> RewardFn:
     module_name, _, attr = name.partition(":")
     if not module_name or not attr or ":" in attr:
-        raise ValueError(f"reward.name: {name!r} must look like 'package.module:function'")
+        raise RewardError(f"reward.name: {name!r} must look like 'package.module:function'")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -77,11 +93,11 @@ def _import_function(name: str) -> RewardFn:
         # dependency inside an existing module is that module's bug and propagates as is.
         if exc.name is None or not (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise
-        raise ValueError(f"reward.name: {name!r}: no module named {module_name!r}") from exc
+        raise RewardError(f"reward.name: {name!r}: no module named {module_name!r}") from exc
     if not hasattr(module, attr):
-        raise ValueError(f"reward.name: {name!r}: module {module_name!r} has no attribute {attr!r}")
+        raise RewardError(f"reward.name: {name!r}: module {module_name!r} has no attribute {attr!r}")
     fn = getattr(module, attr)
     if not callable(fn):
-        raise ValueError(f"reward.name: {name!r}: {module_name}.{attr} is a {type(fn).__name__}, "
+        raise RewardError(f"reward.name: {name!r}: {module_name}.{attr} is a {type(fn).__name__}, "
                          f"not a callable")
     return fn

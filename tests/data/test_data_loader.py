@@ -257,3 +257,13 @@ def test_the_gpu_config_reads_math_columns():
 
     cfg = load_config("configs/qwen2.5-math-1.5b.yaml", [])
     assert (cfg.data.prompt_key, cfg.data.answer_key, cfg.data.answer_from) == ("problem", "solution", "boxed")
+
+
+def test_group_key_labels_each_problem(tmp_path):
+    path = write_jsonl(tmp_path / "g.jsonl", [{"question": f"q{i}", "solution": "1", **({"subject": ["A", "B"][i % 2]}
+                                                                                     if i < 38 else {})} for i in range(40)])
+    train, dev, held_out = load_problems(dataset_cfg(path, group_key="subject", eval_size=10))
+    assert set(train.groups) | set(held_out.groups) == {"A", "B", "(none)"}
+    assert len(held_out.groups) == len(held_out)
+    plain, _, _ = load_problems(dataset_cfg(path, eval_size=10))
+    assert plain.groups is None

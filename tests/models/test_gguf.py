@@ -44,11 +44,13 @@ def test_missing_file_is_a_one_line_error(path, what):
     assert "\n" not in str(e.value)
 
 
-def test_prepare_model_leaves_hub_names_and_folders_alone():
+def test_prepare_model_leaves_model_folders_alone_and_names_a_path_that_does_not_load(tiny_model_dir):
+    from rlpp.models import ModelError
     from rlpp.models.warmstart import prepare_model
 
-    for path in ("Qwen/Qwen2.5-Math-1.5B", "/some/local/folder"):
-        assert prepare_model(pretrained(path), None, None) == (path, {})
+    assert prepare_model(pretrained(tiny_model_dir), None, None) == (tiny_model_dir, {})  # not converted
+    with pytest.raises(ModelError, match=r"^model.path '/some/local/folder' does not load: "):
+        prepare_model(pretrained("/some/local/folder"), None, None)  # checked once in the driver
 
 
 # ---------------------------------------------------------------- the packaged SmolLM2-135M-Instruct

@@ -101,13 +101,29 @@ def _skip(figure: Path, missing: list[str], present: bool) -> None:
                     "not written, metrics.jsonl has none of", ", ".join(missing))
 
 
+def _gather(records: list[dict], keys, path: Path, x: str = "step", required=None):
+    """The series of ``keys`` that the run logged, and those of ``required`` (default: all) it did not;
+    warns about the missing ones."""
+    found = {k: series(records, k, x=x) for k in keys}
+    found = {k: v for k, v in found.items() if len(v[0])}
+    missing = [k for k in (keys if required is None else required) if k not in found]
+    _skip(path, missing, bool(found))
+    return found, missing
+
+
+def _finish(fig, ax, title: str, missing: list[str], path: Path) -> bool:
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _missing_note(fig, missing)
+    _save(fig, path)
+    return True
+
+
 def _accuracy(records: list[dict], name: str, path: Path) -> bool:
     plt = _plt()
     wanted = {"eval/accuracy": ("held-out (eval/accuracy)", "-"), "dev/accuracy": ("dev (dev/accuracy)", "--")}
-    found = {k: series(records, k, x="rollouts") for k in wanted}
-    found = {k: v for k, v in found.items() if len(v[0])}
-    missing = [k for k in ("eval/accuracy",) if k not in found]  # dev/accuracy is optional: no note
-    _skip(path, missing, bool(found))
+    found, missing = _gather(records, wanted, path, x="rollouts", required=("eval/accuracy",))  # dev: optional
     if not found:
         return False
     fig, ax = plt.subplots(figsize=FIGSIZE)
@@ -119,22 +135,14 @@ def _accuracy(records: list[dict], name: str, path: Path) -> bool:
         ax.plot(x, 100 * y, style, marker="o", ms=3, label=label)
     ax.set_xlabel("rollouts generated")
     ax.set_ylabel("greedy accuracy (%)")
-    ax.set_title(f"{name}: accuracy vs rollouts")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    _missing_note(fig, missing)
-    _save(fig, path)
-    return True
+    return _finish(fig, ax, f"{name}: accuracy vs rollouts", missing, path)
 
 
 def _pass_rate(records: list[dict], name: str, path: Path) -> bool:
     plt = _plt()
     wanted = {"rollout/pass_rate": "pass rate (% of rollouts)",
               "rollout/zero_variance_frac": "zero-variance groups (% of groups)"}
-    found = {k: series(records, k) for k in wanted}
-    found = {k: v for k, v in found.items() if len(v[0])}
-    missing = [k for k in wanted if k not in found]
-    _skip(path, missing, bool(found))
+    found, missing = _gather(records, wanted, path)
     if not found:
         return False
     window = max(1, round(max(len(v[0]) for v in found.values()) / 20))
@@ -148,21 +156,12 @@ def _pass_rate(records: list[dict], name: str, path: Path) -> bool:
     _step_axis(ax)
     ax.set_ylabel(f"% (faint: per step; bold: moving average over {window} steps)" if window > 1 else "% per step")
     ax.set_ylim(-2, 102)
-    ax.set_title(f"{name}: pass rate and zero-variance groups per step")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    _missing_note(fig, missing)
-    _save(fig, path)
-    return True
+    return _finish(fig, ax, f"{name}: pass rate and zero-variance groups per step", missing, path)
 
 
 def _pools(records: list[dict], name: str, path: Path) -> bool:
     plt = _plt()
-    keys = [f"buffer/{p}" for p in POOLS]
-    found = {k: series(records, k) for k in keys}
-    found = {k: v for k, v in found.items() if len(v[0])}
-    missing = [k for k in keys if k not in found]
-    _skip(path, missing, bool(found))
+    found, missing = _gather(records, [f"buffer/{p}" for p in POOLS], path)
     if not found:
         return False
     fig, ax = plt.subplots(figsize=FIGSIZE)
@@ -170,9 +169,4 @@ def _pools(records: list[dict], name: str, path: Path) -> bool:
         ax.plot(steps, y, label=key.removeprefix("buffer/"))
     _step_axis(ax)
     ax.set_ylabel("problems")
-    ax.set_title(f"{name}: buffer pools per step")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    _missing_note(fig, missing)
-    _save(fig, path)
-    return True
+    return _finish(fig, ax, f"{name}: buffer pools per step", missing, path)

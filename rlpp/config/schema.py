@@ -499,7 +499,7 @@ class LogConfig:
     tensorboard: bool = True
     """Write TensorBoard events too (skipped with a warning when tensorboard is not installed)."""
     progress_bar: bool = True
-    """Show a progress bar on the terminal."""
+    """Show progress: a bar on a terminal, one line every 10 s elsewhere (a job's log, a file)."""
     buffer_snapshots: bool = True
     """At each evaluation save per-problem p̂, visits and pool to ``buffer/step_N.npz`` (for reports)."""
     wandb: WandbConfig = field(default_factory=WandbConfig)

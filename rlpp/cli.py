@@ -79,6 +79,14 @@ def _one_line(e: BaseException) -> str:
     return lines[0] + (" " + "; ".join(lines[1:]) if len(lines) > 1 else "") if lines else type(e).__name__
 
 
+def _config_and_overrides(args) -> tuple[str | None, list[str]]:
+    """The optional CONFIG argument and the overrides (a first ``key=value`` is an override, not a file)."""
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config:  # only overrides were given
+        config, overrides = None, [config, *overrides]
+    return config, overrides
+
+
 def _run(args) -> int:
     if args.command == "plot":
         from rlpp.plot import plot_run
@@ -89,10 +97,7 @@ def _run(args) -> int:
     if args.command == "eval":
         from rlpp.evaluation import main_eval
 
-        config, overrides = args.config, list(args.overrides)
-        if config is not None and "=" in config:  # only overrides were given
-            config, overrides = None, [config, *overrides]
-        return main_eval(args.model, config, overrides)
+        return main_eval(args.model, *_config_and_overrides(args))
     if args.command == "ablate":
         from rlpp.ablate.runner import main_ablate
 
@@ -105,10 +110,7 @@ def _run(args) -> int:
         return _scale(args)
     from rlpp.config.loader import load_config, to_yaml
 
-    config, overrides = args.config, list(args.overrides)
-    if config is not None and "=" in config:  # only overrides were given
-        config, overrides = None, [config, *overrides]
-    cfg = load_config(config, overrides)
+    cfg = load_config(*_config_and_overrides(args))
     if args.command == "config":
         sys.stdout.write(to_yaml(cfg))
         return 0
@@ -155,7 +157,8 @@ def _train(cfg) -> int:
         from rlpp.plot import plot_run
 
         plots = plot_run(cfg.trainer.output_dir)
-        print(f"  plots                        {Path(plots[0]).parent}" if plots else "")
+        if plots:
+            print(f"  plots                        {Path(plots[0]).parent}")
     except Exception as e:  # noqa: BLE001 - a plot must never fail a finished run
         logging.getLogger(__name__).warning("plots not written: %s", e)
     return 0

@@ -98,7 +98,7 @@ def eval_config_for(model: str, config: str | None, overrides: list[str]):
         run_config = Path(model).expanduser().resolve().parent.parent / "config.yaml"
         if (Path(model) / "config.json").is_file() and run_config.is_file():
             config = str(run_config)
-    return load_config(config, ["model.source=pretrained", f"model.path={model}", *overrides]), config
+    return load_config(config, ["model.source=pretrained", f"model.path={model}", *overrides])
 
 
 def run_eval(cfg, model: str) -> dict:
@@ -166,7 +166,7 @@ def main_eval(model: str, config: str | None, overrides: list[str]) -> int:
     from pathlib import Path
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg, _ = eval_config_for(model, config, overrides)
+    cfg = eval_config_for(model, config, overrides)
     report = run_eval(cfg, model)
     out = Path(cfg.eval.output) if cfg.eval.output else (
         (Path(model) if Path(model).is_dir() else Path.cwd()) / f"eval_{cfg.eval.split}.json")

@@ -25,8 +25,8 @@ from rlpp.config.schema import Config
 from rlpp.data.loader import load_problems
 from rlpp.distributed.buffer_actor import create_buffer_actor
 from rlpp.distributed.control import CONTROL_FILE, start_control
-from rlpp.distributed.local import keep_local_ray_on_loopback
 from rlpp.distributed.groups import LearnerGroup, RolloutFailed, RolloutGroup, reserve_colocated, run_requests
+from rlpp.distributed.local import keep_local_ray_on_loopback
 from rlpp.distributed.placement import PlacementError, check_fits
 from rlpp.distributed.weight_sync import SyncTimeout, WeightSync
 from rlpp.evaluation import evaluate

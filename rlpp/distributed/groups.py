@@ -16,18 +16,17 @@ from dataclasses import replace
 
 import numpy as np
 import ray
+from ray.util.placement_group import PlacementGroup
 
 from rlpp.algo.batch import TrainBatch, plan_micro_batches
 from rlpp.algo.loss import LossNorm
 from rlpp.config.schema import Config
 from rlpp.data.problems import ProblemSet
-from ray.util.placement_group import PlacementGroup
-
 from rlpp.distributed.placement import PlacementError, Request, check_fits, in_group, release, reserve
 from rlpp.learner.learner import Learner
 from rlpp.rollout.engine import Sampling
-from rlpp.sync import NCCL_DEFAULTS
 from rlpp.rollout.worker import RolloutResult, RolloutWorker
+from rlpp.sync import NCCL_DEFAULTS
 
 log = logging.getLogger(__name__)
 

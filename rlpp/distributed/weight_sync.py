@@ -17,15 +17,12 @@ those actors are killed so nothing stays blocked in NCCL.
 
 from __future__ import annotations
 
-import logging
 import time
 
 import ray
 
 from rlpp.config.schema import Config
 from rlpp.distributed.groups import LearnerGroup, RolloutGroup
-
-log = logging.getLogger(__name__)
 
 
 class SyncTimeout(RuntimeError):

@@ -81,7 +81,7 @@ class PriorityBuffer:
             self.available.insert(np.arange(n, dtype=np.int64))
         self.step = 0
         self.last_round = 0
-        self.counters = dict(forgotten=0, unlocked=0, retested=0, released=0, seen=0, updates=0)
+        self.counters = dict(forgotten=0, unlocked=0, retested=0, released=0, seen=0, updates=0, skipped=0)
         self.sampler: Sampler = make_sampler(self)
         self.sampler.insert(np.arange(n, dtype=np.int64))
 
@@ -215,6 +215,7 @@ class PriorityBuffer:
         unlocked = int(((prev == UNSOLVED) & (p > 0.0)).sum())
         self.counters["forgotten"] += forgotten
         self.counters["unlocked"] += unlocked
+        self.sampler.observe(ids, s, g)
         pools = self._pools(ids)
         self._make_available(ids, pools)
         return {"forgotten": forgotten, "unlocked": unlocked, "solved": int((pools == SOLVED).sum()),
@@ -351,7 +352,7 @@ class PriorityBuffer:
         for k in self._ARRAYS:
             getattr(self, k)[...] = arrays[k]
         self.step, self.last_round = int(state["step"]), int(state["last_round"])
-        self.counters = dict(state["counters"])
+        self.counters = {"skipped": 0, **state["counters"]}
         self.rng.bit_generator.state = state["rng"]
         self.sampler = make_sampler(self)
         self.available.load_state_dict(state["available"])

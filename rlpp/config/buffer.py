@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from rlpp.config.base import Problems, at_least, in_range, one_of
 
-SAMPLER_NAMES = ("prioritized", "paper", "uniform", "per", "prompt_replay", "dapo_filter")
+SAMPLER_NAMES = ("prioritized", "paper", "uniform", "per", "prompt_replay", "dapo_filter", "thompson", "skip")
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,57 @@ class DapoFilterConfig:
         yield from at_least("oversample", self.oversample, 1.0)
 
 
+@dataclass(frozen=True)
+class ThompsonConfig:
+    """Thompson selection over a discounted Beta posterior of each problem's success rate (after MoPPS)."""
+
+    score: str = "signal"
+    """What a posterior draw p̃ is scored by: ``signal`` = 1 − p̃^G − (1 − p̃)^G (the chance a group of G has
+    both a success and a failure) or ``variance`` = p̃(1 − p̃)."""
+    candidates: int = 4
+    """Each batch of B draws candidates x B problems uniformly from those not in flight and keeps the B
+    best-scored; 0 scores every problem not in flight (exact Thompson over the pool; O(pool) per batch)."""
+    discount: float = 0.995
+    """Weight the evidence keeps per step (old evidence fades; 1 keeps everything)."""
+    prior_successes: float = 1.0
+    """Pseudo-successes of the Beta prior."""
+    prior_failures: float = 1.0
+    """Pseudo-failures of the Beta prior."""
+
+    def _problems(self) -> Problems:
+        yield from one_of("score", self.score, ("signal", "variance"))
+        yield from at_least("candidates", self.candidates, 0)
+        if self.candidates == 1:
+            yield "candidates", "1 would serve uniform draws unscored; use 0 (every problem) or >= 2"
+        yield from in_range("discount", self.discount, 0.0, 1.0, lo_open=True)
+        yield from in_range("prior_successes", self.prior_successes, 0.0, 1e6, lo_open=True)
+        yield from in_range("prior_failures", self.prior_failures, 0.0, 1e6, lo_open=True)
+
+
+@dataclass(frozen=True)
+class SkipConfig:
+    """Uniform draws with an adaptive pre-rollout skip of predictably zero-variance problems (after GRESO)."""
+
+    after: int = 1
+    """A problem is a skip candidate once its last ``after`` groups were all solved (or all failed)."""
+    target: float = 0.2
+    """Zero-variance share of the generated groups the skip probabilities aim for (half of it each for the
+    all-solved and the all-failed side)."""
+    adapt_rate: float = 0.05
+    """Change of a skip probability per update, per unit of (its zero-variance share − target / 2)."""
+    initial: float = 0.5
+    """Skip probability at the start, both sides."""
+    explore: float = 0.05
+    """Least probability with which a skip candidate is still tried (the skip probability's ceiling is 1 − explore)."""
+
+    def _problems(self) -> Problems:
+        yield from in_range("after", self.after, 1, 1000)
+        yield from in_range("target", self.target, 0.0, 1.0)
+        yield from in_range("adapt_rate", self.adapt_rate, 0.0, 1.0, lo_open=True)
+        yield from in_range("explore", self.explore, 0.0, 1.0, lo_open=True)
+        yield from in_range("initial", self.initial, 0.0, 1.0 - self.explore)
+
+
 SELECTIONS = ("greedy", "proportional", "softmax")
 
 
@@ -160,7 +211,8 @@ class BufferConfig:
     sampler: str = "prioritized"
     """One of ``prioritized`` (by ω, tuned by ``buffer.prioritized``), ``paper`` (the paper's method
     exactly: greedy top-B, park after one zero-variance group, periodic retest), ``uniform``, ``per``,
-    ``prompt_replay``, ``dapo_filter``."""
+    ``prompt_replay``, ``dapo_filter``, ``thompson`` (Thompson selection over a discounted Beta posterior,
+    ``buffer.thompson``) or ``skip`` (uniform with an adaptive pre-rollout skip, ``buffer.skip``)."""
     success_threshold: float = 0.5
     """A rollout succeeds when its reward >= this; rewards need not be binary."""
     unseen_priority: float = 0.25
@@ -174,6 +226,8 @@ class BufferConfig:
     per: PERConfig = field(default_factory=PERConfig)
     prompt_replay: PromptReplayConfig = field(default_factory=PromptReplayConfig)
     dapo_filter: DapoFilterConfig = field(default_factory=DapoFilterConfig)
+    thompson: ThompsonConfig = field(default_factory=ThompsonConfig)
+    skip: SkipConfig = field(default_factory=SkipConfig)
 
     def _problems(self) -> Problems:
         yield from one_of("sampler", self.sampler, SAMPLER_NAMES)

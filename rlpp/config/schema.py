@@ -17,12 +17,14 @@ from rlpp.config.buffer import (
     PrioritizedConfig,
     PromptReplayConfig,
     RetestConfig,
+    SkipConfig,
+    ThompsonConfig,
 )
 
 __all__ = [
     "SAMPLER_NAMES", "AlgoConfig", "BufferConfig", "Config", "ConfigError", "DapoFilterConfig", "DataConfig", "EvalConfig",
     "LearnerConfig", "LogConfig", "ModelConfig", "PERConfig", "PrioritizedConfig", "PromptReplayConfig", "RayConfig", "RetestConfig",
-    "RewardConfig", "RolloutConfig", "SyntheticConfig", "TinyModelConfig", "TrainerConfig", "VllmConfig",
+    "RewardConfig", "RolloutConfig", "SkipConfig", "SyntheticConfig", "ThompsonConfig", "TinyModelConfig", "TrainerConfig", "VllmConfig",
     "WarmStartConfig", "validate",
 ]
 
@@ -128,7 +130,11 @@ class SyntheticConfig:
     num_eval: int = 500
     """Held-out problems for reported accuracy."""
     max_level: int = 8
-    """Highest difficulty level generated (levels 0..max_level, drawn evenly)."""
+    """Highest difficulty level generated (levels 0..max_level, drawn evenly unless ``level_weights``)."""
+    level_weights: list[float] = field(default_factory=list)
+    """One weight per level 0..max_level: each level's share of every split is in proportion to it
+    (a level that runs out of distinct problems gives all it has, the rest goes to the others). Empty:
+    even. E.g. a pool with saturated parts: heavy weights on the trivial levels and on the out-of-reach one."""
     seed: int = 1234
     """Seed of the problem generator (independent of the run's seed, so arms share problems)."""
 
@@ -137,6 +143,11 @@ class SyntheticConfig:
             yield from at_least(name, getattr(self, name), 1)
         yield from in_range("max_level", self.max_level, 0, 8)
         yield from at_least("seed", self.seed, 0)
+        w = self.level_weights
+        if w and (len(w) != self.max_level + 1 or any(not isinstance(x, (int, float)) or isinstance(x, bool) or x < 0 for x in w)
+                  or not sum(w) > 0):
+            yield "level_weights", (f"must hold {self.max_level + 1} numbers >= 0 (one per level 0..max_level) "
+                                    f"with a positive sum, got {list(w)}")
 
 
 @dataclass(frozen=True)
@@ -396,6 +407,15 @@ class TrainerConfig:
     """Consecutive steps skipped for a non-finite loss after which the run stops."""
     output_dir: str = "runs/tiny"
     """Run folder: config, metrics.jsonl, TensorBoard events, checkpoints."""
+    fill: str = "off"
+    """``signal``: dynamic filling. Each step trains on ``batch_size`` groups that carry signal (not all
+    rewards equal) and generates only until it has them: it draws ``batch_size`` problems, then draws
+    again for the shortfall (scaled up by the signal rate seen so far this step) up to ``fill_rounds``
+    rounds; surplus signal groups and zero-variance ones are not trained on, and every generated rollout
+    counts. A sampler that predicts well then pays for fewer rollouts per step. ``off``: one draw per step.
+    (``buffer.sampler=dapo_filter`` always filters, its own way: ``buffer.dapo_filter``.)"""
+    fill_rounds: int = 4
+    """With ``fill=signal``: most draws per step (a step that still lacks signal groups trains on what it has)."""
 
     def _problems(self) -> Problems:
         yield from at_least("steps", self.steps, 1)
@@ -405,6 +425,8 @@ class TrainerConfig:
         yield from at_least("checkpoint_every", self.checkpoint_every, 0)
         yield from at_least("keep_last", self.keep_last, 0)
         yield from at_least("max_bad_steps", self.max_bad_steps, 1)
+        yield from one_of("fill", self.fill, ("off", "signal"))
+        yield from at_least("fill_rounds", self.fill_rounds, 1)
         if not self.output_dir:
             yield "output_dir", "must name a folder"
 
@@ -590,6 +612,9 @@ class Config:
             yield "learner.zero_stage", ("must be >= 1 with model.dtype=bfloat16: DeepSpeed accumulates gradients in "
                                          "fp32 (data_types.grad_accum_dtype) only under ZeRO; ZeRO-1 costs nothing "
                                          "on one rank")
+        if self.trainer.fill == "signal" and self.buffer.sampler == "dapo_filter":
+            yield "trainer.fill", ("must be off with buffer.sampler=dapo_filter, which filters its own way "
+                                   "(buffer.dapo_filter.oversample); use fill=signal with another sampler")
         r = self.buffer.retest
         periodic = r.mode == "periodic" or self.buffer.sampler == "paper"  # paper retests periodically whatever mode says
         if periodic and r.per_round > self.trainer.batch_size:

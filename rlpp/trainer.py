@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -167,25 +168,38 @@ class Trainer:
     def collect(self, step: int, timer: PhaseTimer) -> RolloutResult:
         """Sample problems, generate and score their groups, and record the results in the buffer.
 
-        ``dapo_filter`` draws extra problems and keeps up to B groups that carry signal, drawing again
-        (same step, at most 3 rounds) while fewer survive; every group generated is counted as spent.
+        With ``trainer.fill=signal`` the step keeps up to B groups that carry signal and draws again for
+        the shortfall (up to ``trainer.fill_rounds`` draws); ``dapo_filter`` draws extra problems and keeps
+        up to B such groups, drawing again (at most 3 rounds) while fewer survive. Every group generated
+        is counted as spent, kept or not.
         """
-        b = self.cfg.trainer.batch_size
+        b, tc = self.cfg.trainer.batch_size, self.cfg.trainer
+        dapo = self.cfg.buffer.sampler == "dapo_filter"
+        rounds = 3 if dapo else tc.fill_rounds if tc.fill == "signal" else 1
         kept: list[RolloutResult] = []
-        for round_ in range(3 if self.cfg.buffer.sampler == "dapo_filter" else 1):
+        drawn = signal_groups = 0
+        for round_ in range(rounds):
+            need = b - sum(len(k.ids) for k in kept)
+            # Later rounds of dynamic filling draw the shortfall over the signal rate seen so far this
+            # step (at least 1/4, so one unlucky round does not draw the pool).
+            want = b if dapo or round_ == 0 else min(4 * need, math.ceil(need / max(signal_groups / drawn, 0.25)))
             sampling = replace(self.sampling, seed=_step_seed(self.cfg.seed, step, round_))
-            result = self._generate_with_retries(b, step, sampling, timer)
+            result = self._generate_with_retries(want, step, sampling, timer)
             with timer("buffer"):
                 ray.get(self.buffer.update.remote(result.ids, result.rewards))
             self.rollouts_done += result.rewards.size
-            if self.cfg.buffer.sampler != "dapo_filter":
+            if rounds == 1:
                 return result
             signal = result.rewards.max(axis=1) > result.rewards.min(axis=1)
+            drawn, signal_groups = drawn + len(result.ids), signal_groups + int(signal.sum())
             kept.append(_take(result, np.flatnonzero(signal)))
-            if sum(len(k.ids) for k in kept) >= b:
+            if sum(len(k.ids) for k in kept) >= b or len(result.ids) == 0:
                 break
         merged = RolloutResult.concat(kept)
-        return _take(merged, np.arange(min(b, len(merged.ids))))
+        out = _take(merged, np.arange(min(b, len(merged.ids))))
+        out.metrics.update({"rollout/fill_rounds": float(round_ + 1), "rollout/groups_generated": float(drawn),
+                            "rollout/signal_groups": float(len(out.ids))})
+        return out
 
     def _generate_with_retries(self, b: int, step: int, sampling: Sampling, timer: PhaseTimer) -> RolloutResult:
         """Draw and generate; when a rollout actor dies, every problem of the draw goes back to the

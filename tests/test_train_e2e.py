@@ -54,3 +54,30 @@ def test_rlpp_train_end_to_end(tmp_path, small_run):
     assert "holds metrics of an earlier run" in again.stderr
     steps = [r["step"] for r in read_metrics(out / "metrics.jsonl") if "rollout/pass_rate" in r]
     assert steps == [1, 2]
+
+
+@pytest.mark.slow
+def test_dynamic_filling_trains_on_signal_groups_and_charges_every_rollout(tmp_path, small_run):
+    """trainer.fill=signal with the thompson sampler: each step keeps up to B groups that carry signal,
+    drawing again for the shortfall, and every generated rollout counts toward ``rollouts``."""
+    out = tmp_path / "fill"
+    cmd = [sys.executable, "-m", "rlpp.cli", "train", "configs/tiny.yaml", *small_run, f"trainer.output_dir={out}",
+           "trainer.steps=6", "trainer.eval_every=0", "buffer.sampler=thompson", "trainer.fill=signal",
+           "trainer.fill_rounds=3"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    steps = [r for r in read_metrics(out / "metrics.jsonl") if "rollout/pass_rate" in r]
+    assert [r["step"] for r in steps] == list(range(1, 7))
+    before = 0
+    for r in steps:
+        generated = r["rollouts"] - before
+        before = r["rollouts"]
+        assert generated == 8 * r["rollout/groups_generated"] >= 64  # G = 8; the first draw is B = 8 groups
+        assert r["rollout/signal_groups"] <= 8 and 1 <= r["rollout/fill_rounds"] <= 3
+        if r["rollout/signal_groups"] < 8:
+            assert r["rollout/fill_rounds"] == 3  # a short batch only when the rounds ran out
+        if r["rollout/signal_groups"]:
+            assert r["rollout/zero_variance_frac"] == 0.0 and r["train/sequences"] == 8 * r["rollout/signal_groups"]
+        assert r["buffer/in_flight"] == 0 and r["buffer/updates"] == sum(
+            s["rollout/groups_generated"] for s in steps if s["step"] <= r["step"])
+    assert any(r["rollout/fill_rounds"] > 1 for r in steps)  # the filling did draw again

@@ -46,7 +46,7 @@ def load_problems(cfg: DataConfig) -> tuple[ProblemSet, ProblemSet, ProblemSet]:
     check_template(cfg.template)
     if cfg.source == "synthetic":
         s = cfg.synthetic
-        train, dev, held_out = make_arithmetic(s.num_train, s.num_dev, s.num_eval, s.max_level, s.seed)
+        train, dev, held_out = make_arithmetic(s.num_train, s.num_dev, s.num_eval, s.max_level, s.seed, s.level_weights)
     elif cfg.source == "dataset":
         train, dev, held_out = _dataset_splits(cfg)
     else:

@@ -31,6 +31,7 @@ split has the same level mix up to rounding), and each split is shuffled. Everyt
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,11 +89,12 @@ MAX_LEVEL = len(LEVELS) - 1
 
 
 def make_arithmetic(num_train: int, num_dev: int, num_eval: int, max_level: int = MAX_LEVEL,
-                    seed: int = 0) -> tuple[ProblemSet, ProblemSet, ProblemSet]:
+                    seed: int = 0, level_weights: Sequence[float] = ()) -> tuple[ProblemSet, ProblemSet, ProblemSet]:
     """Draw disjoint (train, dev, eval) arithmetic problem sets over levels ``0..max_level``.
 
-    Deterministic for a seed. Raises ValueError when the levels hold fewer distinct problems than
-    requested in total.
+    ``level_weights`` (one per level ``0..max_level``; empty: even) gives each level a share of the
+    problems in proportion to its weight, with the same water filling for levels that run out. Deterministic
+    for a seed. Raises ValueError when the levels hold fewer distinct problems than requested in total.
     """
     sizes = (num_train, num_dev, num_eval)
     if min(sizes) < 0 or sum(sizes) < 1:
@@ -100,8 +102,12 @@ def make_arithmetic(num_train: int, num_dev: int, num_eval: int, max_level: int 
     if not 0 <= max_level <= MAX_LEVEL:
         raise ValueError(f"max_level must be in [0, {MAX_LEVEL}], got {max_level}")
     levels = LEVELS[: max_level + 1]
+    weights = [float(w) for w in level_weights]
+    if weights and (len(weights) != len(levels) or min(weights) < 0 or not sum(weights) > 0):
+        raise ValueError(f"level_weights must hold {len(levels)} weights >= 0 (levels 0..{max_level}) with a "
+                         f"positive sum, got {list(level_weights)}")
     total = sum(sizes)
-    capacity = sum(lv.size for lv in levels)
+    capacity = sum(lv.size for lv, w in zip(levels, weights or [1.0] * len(levels)) if w > 0)
     if total > capacity:
         raise ValueError(f"the arithmetic task with max_level={max_level} holds {capacity} distinct problems, "
                          f"but num_train + num_dev + num_eval = {total}; ask for fewer or raise max_level")
@@ -110,7 +116,9 @@ def make_arithmetic(num_train: int, num_dev: int, num_eval: int, max_level: int 
     prompts: list[str] = []
     answers: list[str] = []
     labels: list[int] = []
-    for level, (lv, count) in enumerate(zip(levels, _spread(total, [lv.size for lv in levels]))):
+    caps = [lv.size for lv in levels]
+    counts = _spread_weighted(total, caps, weights) if weights else _spread(total, caps)
+    for level, (lv, count) in enumerate(zip(levels, counts)):
         for index in rng.choice(lv.size, size=count, replace=False):
             prompt, answer = lv.problem(index)
             prompts.append(prompt)
@@ -143,6 +151,27 @@ def _spread(total: int, caps: list[int]) -> list[int]:
         share, extra = divmod(left, len(open_bins))
         for rank, i in enumerate(open_bins):
             take = min(share + (rank < extra), caps[i] - counts[i])
+            counts[i] += take
+            left -= take
+    return counts
+
+
+def _spread_weighted(total: int, caps: list[int], weights: list[float]) -> list[int]:
+    """Split ``total`` over bins in proportion to ``weights``, capped by ``caps``: full bins take all they
+    hold and their shortfall goes to the others, again in proportion (largest remainders get the extra
+    ones, lower bins first on ties). Assumes ``total`` fits in the bins of positive weight."""
+    counts = [0] * len(caps)
+    left = total
+    while left:
+        open_bins = [i for i, cap in enumerate(caps) if counts[i] < cap and weights[i] > 0]
+        mass = sum(weights[i] for i in open_bins)
+        exact = {i: left * weights[i] / mass for i in open_bins}
+        give = {i: int(exact[i]) for i in open_bins}
+        extra = left - sum(give.values())
+        for i in sorted(open_bins, key=lambda i: (-(exact[i] - give[i]), i))[:extra]:
+            give[i] += 1
+        for i in open_bins:
+            take = min(give[i], caps[i] - counts[i])
             counts[i] += take
             left -= take
     return counts

@@ -121,6 +121,10 @@ def test_cross_group_check_names_both_keys():
      "learner.gpus_per_actor must be a whole number of GPUs with the nccl weight sync"),
     (["rollout.sync_timeout_s=0"], "rollout.sync_timeout_s must be in (0.0, 86400.0]"),
     (["data.answer_from=last"], "data.answer_from must be one of ['field', 'boxed']"),
+    (["trainer.fill=signal", "buffer.sampler=dapo_filter"], "trainer.fill must be off with buffer.sampler=dapo_filter"),
+    (["trainer.fill=always"], "trainer.fill must be one of ['off', 'signal']"),
+    (["data.synthetic.level_weights=[1,2]"], "data.synthetic.level_weights must hold 9 numbers >= 0"),
+    (["data.synthetic.level_weights=[0,0,0,0,0,0,0,0,0]"], "data.synthetic.level_weights must hold 9 numbers"),
 ])
 def test_layouts_that_cannot_work_are_refused_naming_the_keys(overrides, message):
     with pytest.raises(ConfigError) as e:

@@ -123,3 +123,33 @@ def test_every_split_mixes_levels(default_splits):
     # shuffled: the first problems of a split are not all one level
     first = Counter(default_splits[0].levels[:50].tolist())
     assert len(first) >= 5
+
+
+def test_level_weights_share_every_split_in_proportion_with_water_filling():
+    w = [6, 6, 6, 6, 1, 1, 1, 1, 6]
+    train, dev, held_out = make_arithmetic(2000, 300, 500, 8, seed=5, level_weights=w)
+    counts = np.bincount(np.concatenate([train.levels, dev.levels, held_out.levels]), minlength=9)
+    # levels 0, 1 and 3 hold 100 problems each and level 2 holds 900: full; the rest goes 6:1 to the others
+    assert counts[[0, 1, 2, 3]].tolist() == [100, 100, 900, 100] and counts.sum() == 2800
+    assert abs(counts[8] / counts[4] - 6) < 0.1 and max(counts[4:8]) - min(counts[4:8]) <= 2
+    assert abs(np.bincount(train.levels, minlength=9)[8] / len(train) - counts[8] / 2800) < 0.01  # stratified
+    assert len(set(train.prompts) | set(dev.prompts) | set(held_out.prompts)) == 2800
+
+
+def test_zero_weight_levels_are_left_out_and_even_weights_change_nothing():
+    train, _, _ = make_arithmetic(500, 50, 50, 8, seed=1, level_weights=[0, 0, 0, 0, 1, 1, 0, 0, 0])
+    assert set(train.levels.tolist()) == {4, 5}
+    even = make_arithmetic(300, 30, 30, 8, seed=2)
+    same = make_arithmetic(300, 30, 30, 8, seed=2, level_weights=[1] * 9)
+    assert [s.prompts for s in even] == [s.prompts for s in same]
+
+
+@pytest.mark.parametrize("weights", [[1, 1], [-1] + [1] * 8, [0] * 9])
+def test_bad_level_weights_are_refused(weights):
+    with pytest.raises(ValueError, match="level_weights"):
+        make_arithmetic(100, 10, 10, 8, seed=0, level_weights=weights)
+
+
+def test_level_weights_that_leave_too_few_problems_are_refused():
+    with pytest.raises(ValueError, match="holds 100 distinct problems"):
+        make_arithmetic(100, 10, 10, 8, seed=0, level_weights=[1] + [0] * 8)

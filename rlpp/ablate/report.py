@@ -20,7 +20,7 @@ import yaml
 from rlpp.ablate import plots
 from rlpp.ablate.results import RunResult, load_run
 from rlpp.ablate.spec import SPEC_FILE, AblationSpec, SpecError
-from rlpp.ablate.stats import mean_ci, rollouts_to_target
+from rlpp.ablate.stats import mean_ci, paired_ratio, rollouts_to_target
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def load_ablation(out_dir: str | Path) -> tuple[AblationSpec, dict[str, list[Run
         raise SpecError(f"{out}: no {SPEC_FILE} here; `rlpp ablate` writes it into its output_dir")
     spec = AblationSpec(**yaml.safe_load((out / SPEC_FILE).read_text()))
     spec = dataclasses.replace(spec, output_dir=str(out))  # the folder as given now, wherever it was moved
-    return spec, {arm: [load_run(spec.run_dir(arm, s), arm, s) for s in spec.seeds] for arm in spec.arms}
+    return spec, {arm: [load_run(spec.run_dir(arm, s), arm, s) for s in spec.seeds_of(arm)] for arm in spec.arms}
 
 
 def arm_stats(arm: str, runs: list[RunResult], target: float) -> ArmStats:
@@ -87,6 +87,44 @@ def arm_stats(arm: str, runs: list[RunResult], target: float) -> ArmStats:
     return st
 
 
+@dataclass
+class Paired:
+    """An arm against the reference, seed by seed (only seeds both finished)."""
+
+    seeds: list[int]
+    to_ref_final: dict  # paired_ratio() of rollouts to each reference seed's own final accuracy
+    final_diff: tuple[float, float]  # mean ± CI of (arm − reference) final accuracy over the paired seeds
+    budget_acc: dict[float, tuple[float, float]]  # share of budget -> arm − reference accuracy (mean ± CI)
+
+
+BUDGET_POINTS = (0.25, 0.5, 0.75, 1.0)
+
+
+def paired(arm_runs: list[RunResult], ref_runs: list[RunResult], budget: int) -> Paired:
+    """Per seed s: the reference's seed s sets the level (its own final accuracy) and the rollouts it
+    needed to first reach it; the arm's seed s is timed to that same level. An arm seed that never gets
+    there is censored (the ratio's CI then has no upper end)."""
+    ref = {r.seed: r for r in ref_runs if r.status == "finished"}
+    pairs, seeds, diffs = [], [], []
+    at_budget: dict[float, list[float]] = {f: [] for f in BUDGET_POINTS}
+    for run in arm_runs:
+        base = ref.get(run.seed)
+        if run.status != "finished" or base is None:
+            continue
+        level = base.summary["final_accuracy"]
+        ref_needs = rollouts_to_target(base.evals["rollouts"], base.evals["accuracy"], level)
+        if not ref_needs:  # the reference seed was never above its start: nothing to time
+            continue
+        seeds.append(run.seed)
+        pairs.append((rollouts_to_target(run.evals["rollouts"], run.evals["accuracy"], level), ref_needs))
+        diffs.append(run.summary["final_accuracy"] - level)
+        for f in BUDGET_POINTS:
+            x = f * budget
+            at_budget[f].append(float(np.interp(x, run.evals["rollouts"], run.evals["accuracy"])
+                                      - np.interp(x, base.evals["rollouts"], base.evals["accuracy"])))
+    return Paired(seeds, paired_ratio(pairs), mean_ci(diffs), {f: mean_ci(v) for f, v in at_budget.items()})
+
+
 def budget_problems(runs: list[RunResult], budget: int) -> list[str]:
     """Finished runs whose final rollouts are not within one step's worth above the budget."""
     out = []
@@ -105,11 +143,12 @@ def write_report(out_dir: str | Path) -> Path:
     ref_done = [r for r in runs[ref] if r.status == "finished"]
     target = float(np.mean([r.summary["final_accuracy"] for r in ref_done])) if ref_done else math.nan
     stats = {arm: arm_stats(arm, rs, target) for arm, rs in runs.items()}
+    pairs = {arm: paired(rs, runs[ref], spec.budget_rollouts) for arm, rs in runs.items() if arm != ref}
     finished = [r for rs in runs.values() for r in rs if r.status == "finished"]
     budget = budget_problems(finished, spec.budget_rollouts)
     figures = _plots(out / "plots", {a: s.runs for a, s in stats.items()}, target)
-    _write_csvs(out, spec, stats, runs, target)
-    md = _markdown(spec, stats, runs, target, budget, figures, out)
+    _write_csvs(out, spec, stats, runs, target, pairs)
+    md = _markdown(spec, stats, runs, target, budget, figures, out, pairs)
     (out / "report.md").write_text(md)
     return out / "report.md"
 
@@ -187,13 +226,14 @@ def _to_target(st: ArmStats) -> str:
     return f"{st.to_target_mean:,.0f} ({st.reached}/{len(st.runs)})"
 
 
-def _markdown(spec, stats, runs, target, budget, figures, out: Path) -> str:
+def _markdown(spec, stats, runs, target, budget, figures, out: Path, pairs: dict[str, Paired]) -> str:
     ref, refst = spec.reference, stats[spec.reference]
     lines = [f"# Ablation report: {out.name}", ""]
     if spec.description:
         lines += [spec.description.strip(), ""]
     lines += [f"Base training config `{spec.base}`; equal budget of **{spec.budget_rollouts:,} rollouts** per run "
-              f"(every generated sample counts, discarded groups included); seeds {spec.seeds}.", ""]
+              f"(every generated sample counts, discarded groups included); seeds {spec.seeds}"
+              + "".join(f", {a}: {v}" for a, v in spec.arm_seeds.items()) + ".", ""]
     if spec.overrides:
         lines += ["Common overrides: " + ", ".join(f"`{k}={v}`" for k, v in spec.overrides.items()), ""]
     lines += ["| arm | overrides |", "| --- | --- |"]
@@ -224,6 +264,7 @@ def _markdown(spec, stats, runs, target, budget, figures, out: Path) -> str:
               "whole run: groups a sampler discarded before training count as zero-variance with advantage 0. "
               "Forgotten / unlocked: the buffer's counters at the last step (bookkeeping only for samplers that "
               "do not park). Wall time: the whole `rlpp train` process (start-up and evaluations included).", ""]
+    lines += _paired_section(spec, stats, pairs)
     n_done = sum(len(st.runs) for st in stats.values())
     if budget:
         lines += ["**Budget check: VIOLATED** — these runs did not end within one step's worth above the budget:", ""]
@@ -233,7 +274,7 @@ def _markdown(spec, stats, runs, target, budget, figures, out: Path) -> str:
         lines += [f"**Budget check: equal.** All {n_done} finished runs ended within one step's worth above the "
                   f"budget of {spec.budget_rollouts:,} rollouts ({min(used):,}–{max(used):,} used).", ""]
 
-    lines += ["## Findings", "", _findings(spec, stats, target), ""]
+    lines += ["## Findings", "", _findings(spec, stats, target, pairs), ""]
     if figures:
         lines += ["## Figures", ""]
         lines += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in figures] + [""]
@@ -254,7 +295,53 @@ def _markdown(spec, stats, runs, target, budget, figures, out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _findings(spec: AblationSpec, stats: dict[str, ArmStats], target: float) -> str:
+def ratio_text(pr: dict) -> str:
+    """A paired ratio as 'mean× [lo–hi]', with '≥' and an open upper end when censored."""
+    if not np.isfinite(pr["mean"]):
+        return "–" if not pr["censored"] else f"not reached ({pr['censored']}/{pr['n']})"
+    ge = "≥ " if pr["censored"] else ""
+    hi = "∞" if pr["hi"] == math.inf else _x(pr["hi"])
+    ci = f" [{_x(pr['lo'])}–{hi}]" if np.isfinite(pr["lo"]) else ""
+    return f"{ge}{_x(pr['mean'])}{ci}"
+
+
+def _paired_section(spec, stats: dict[str, ArmStats], pairs: dict[str, Paired]) -> list[str]:
+    ref = spec.reference
+    lines = ["## Paired by seed, and what each arm paid", "",
+             f"Each seed of an arm against the same seed of {ref}: that {ref} seed's final held-out accuracy is the "
+             f"level, and the ratio is the rollouts the arm needed to first reach it over the rollouts {ref} needed "
+             f"(both interpolated between evaluations). Geometric mean over seeds, 95% Student-t CI on the log "
+             f"ratios; a seed that never reached the level within the budget is censored (shown as –): the "
+             f"estimate is then a lower bound (≥) and the CI has no upper end. Accuracy differences are arm − "
+             f"{ref}, paired by seed, in points at the given share of the budget.", "",
+             f"| arm | paired seeds | rollouts to {ref}'s final, × {ref} | per seed | final acc − {ref} "
+             + "".join(f"| acc − {ref} @{int(100 * f)}% " for f in BUDGET_POINTS if f < 1)
+             + "| generated tokens | trained tokens | trained / generated | wall (s) |",
+             "| --- |" + " ---: |" * (9 + sum(f < 1 for f in BUDGET_POINTS))]
+    for arm, st in stats.items():
+        tok = mean_ci([r.total("tokens") for r in st.runs])
+        trained = mean_ci([r.total("trained_tokens") for r in st.runs])
+        share = mean_ci([r.total("trained_tokens") / r.total("tokens") for r in st.runs if r.total("tokens") > 0])
+        cost = f"| {_num(tok, 0)} | {_num(trained, 0)} | {_num(share, 2)} | {_num(st.seconds, 0)} |"
+        if arm == ref:
+            lines.append(f"| {arm} | {len(st.runs)} | 1.00× | – | – " + "| – " * sum(f < 1 for f in BUDGET_POINTS) + cost)
+            continue
+        p = pairs[arm]
+        per_seed = ", ".join("–" if r is None else f"{r:.2f}" for r in p.to_ref_final["ratios"])
+        lines.append(f"| {arm} | {len(p.seeds)} | {ratio_text(p.to_ref_final)} | {per_seed or '–'} "
+                     f"| {_pts(p.final_diff)} " + "".join(f"| {_pts(p.budget_acc[f])} " for f in BUDGET_POINTS if f < 1)
+                     + cost)
+    return lines + [""]
+
+
+def _pts(v: tuple[float, float]) -> str:
+    m, h = v
+    if not np.isfinite(m):
+        return "–"
+    return f"{100 * m:+.1f} ± {100 * h:.1f}" if np.isfinite(h) else f"{100 * m:+.1f}"
+
+
+def _findings(spec: AblationSpec, stats: dict[str, ArmStats], target: float, pairs: dict[str, Paired]) -> str:
     ref, refst = spec.reference, stats[spec.reference]
     if not refst.runs:
         return f"No finished run of the reference arm `{ref}`: nothing to compare against."
@@ -288,6 +375,11 @@ def _findings(spec: AblationSpec, stats: dict[str, ArmStats], target: float) -> 
         r_zv, r_adv = _ratio(st.zero_var[0], refst.zero_var[0]), _ratio(st.abs_adv[0], refst.abs_adv[0])
         diff = 100 * (st.final[0] - refst.final[0])
         overlap = _overlap(st.final, refst.final)
+        pr = pairs[arm].to_ref_final
+        if pr["n"]:
+            met = np.isfinite(pr["mean"]) and pr["mean"] <= t["rollouts"] and pr["hi"] < 1.0
+            ro += (f"; paired by seed ({pr['n']} seeds, each against the same seed of {ref}): {ratio_text(pr)} "
+                   f"({'target met' if met else 'target not met'}: ≤ {t['rollouts']}× with the CI's upper end below 1)")
         parts.append(
             f"**{arm}**: {ro}; zero-variance share {st.zero_var[0]:.3f} vs {refst.zero_var[0]:.3f}: {_x(r_zv)} "
             f"({_verdict(r_zv <= t['zero_var'], r_zv)}); mean |advantage| {st.abs_adv[0]:.3f} vs {refst.abs_adv[0]:.3f}: "
@@ -306,8 +398,24 @@ def _overlap(a: tuple[float, float], b: tuple[float, float]) -> str:
     return "; the 95% CIs overlap" if abs(a[0] - b[0]) <= a[1] + b[1] else "; the 95% CIs do not overlap"
 
 
-def _write_csvs(out: Path, spec, stats: dict[str, ArmStats], runs, target: float) -> None:
+def _write_csvs(out: Path, spec, stats: dict[str, ArmStats], runs, target: float, pairs: dict[str, Paired]) -> None:
     refst = stats[spec.reference]
+    with open(out / "paired.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arm", "paired_seeds", "ratio_to_ref_final", "ratio_ci95_lo", "ratio_ci95_hi", "censored_seeds",
+                    "per_seed_ratios", "final_acc_diff", "final_acc_diff_ci95",
+                    *(f"acc_diff_at_{int(100 * x)}pct" for x in BUDGET_POINTS), "generated_tokens", "trained_tokens"])
+        for arm, st in stats.items():
+            p = pairs.get(arm)
+            toks = [float(np.mean([r.total(k) for r in st.runs])) if st.runs else math.nan
+                    for k in ("tokens", "trained_tokens")]
+            if p is None:
+                w.writerow([arm, len(st.runs), 1.0, 1.0, 1.0, 0, "", 0.0, 0.0, *([0.0] * len(BUDGET_POINTS)), *toks])
+                continue
+            pr = p.to_ref_final
+            w.writerow([arm, " ".join(map(str, p.seeds)), pr["mean"], pr["lo"], pr["hi"], pr["censored"],
+                        " ".join("nan" if r is None else f"{r:.4f}" for r in pr["ratios"]), *p.final_diff,
+                        *(p.budget_acc[x][0] for x in BUDGET_POINTS), *toks])
     with open(out / "summary.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["arm", "seeds_finished", "seeds_total", "final_accuracy", "final_accuracy_ci95", "best_accuracy",

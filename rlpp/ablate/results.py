@@ -63,6 +63,11 @@ class RunResult:
         gen = self.steps["generated"].sum()
         return float(1.0 - self.steps["useful"].sum() / gen) if gen else math.nan
 
+    def total(self, key: str) -> float:
+        """Sum of a per-step series over the run (``tokens``: generated, ``trained_tokens``: trained on)."""
+        values = self.steps.get(key)
+        return float(np.nansum(values)) if values is not None else math.nan
+
     def mean_abs_adv(self) -> float:
         """Mean |advantage| per rollout generated (discarded groups count as 0)."""
         gen = self.steps["generated"].sum()
@@ -111,6 +116,8 @@ def _steps(records: list[dict], drop_zero_variance: bool) -> dict[str, np.ndarra
     with np.errstate(divide="ignore", invalid="ignore"):
         out = {"step": step, "rollouts": rollouts, "generated": generated, "useful": useful, "sum_abs_adv": sum_abs_adv,
                "zero_var": 1.0 - useful / generated, "abs_adv": sum_abs_adv / generated}
+    out["tokens"] = np.array([_num(r.get("rollout/tokens", 0.0)) for r in rows])
+    out["trained_tokens"] = np.array([_num(r.get("train/tokens", 0.0)) for r in rows])
     for key in (*POOLS, "forgotten", "unlocked"):
         out[key] = np.array([_num(r.get(f"buffer/{key}")) for r in rows])
     return out

@@ -74,8 +74,8 @@ def run_ablation(spec: AblationSpec) -> int:
         pending.append(Job(arm, seed, folder, train_command(spec.base, overrides)))
     out.mkdir(parents=True, exist_ok=True)
     (out / SPEC_FILE).write_text(spec.to_yaml())
-    log.info("ablation %s: %d arms x %d seeds, budget %d rollouts per run; %d to run, %d finished",
-             out, len(spec.arms), len(spec.seeds), spec.budget_rollouts, len(pending), len(runs) - len(pending))
+    log.info("ablation %s: %d arms, %d runs, budget %d rollouts per run; %d to run, %d finished",
+             out, len(spec.arms), len(runs), spec.budget_rollouts, len(pending), len(runs) - len(pending))
     slots = gpu_slots([cfg for cfg, _ in runs.values()], spec.parallel)
     failed = _run_all(pending, spec.parallel, slots)
     from rlpp.ablate.report import write_report

@@ -6,6 +6,7 @@ base: configs/tiny.yaml           # training config every arm starts from (requi
 overrides: {trainer.eval_every: 25}  # dotted training keys applied to every arm (optional)
 budget_rollouts: 51200            # rollouts (generated samples) each run may spend (required)
 seeds: [0, 1, 2]                  # every arm runs once per seed
+arm_seeds: {uniform: [0, 1, 2, 3, 4]}  # arms that run other seeds (optional; e.g. more for the reference)
 arms:                             # name -> dotted training keys of that arm (required)
   prioritized: {buffer.sampler: prioritized}
   uniform: {buffer.sampler: uniform}
@@ -31,7 +32,8 @@ import yaml
 
 SPEC_FILE = "ablation.yaml"
 """The resolved spec, saved in the output folder by ``rlpp ablate``; ``rlpp report`` reads it."""
-SPEC_KEYS = ("base", "overrides", "budget_rollouts", "seeds", "arms", "output_dir", "parallel", "description", "targets")
+SPEC_KEYS = ("base", "overrides", "budget_rollouts", "seeds", "arm_seeds", "arms", "output_dir", "parallel", "description",
+             "targets")
 DEFAULT_TARGETS = {"rollouts": 0.6, "zero_var": 0.4, "abs_adv": 1.3}
 """What an arm should achieve against the reference: rollouts to the reference's final accuracy ≤ 0.6×,
 zero-variance share ≤ 0.4×, mean |advantage| ≥ 1.3× (the report says which are met)."""
@@ -60,6 +62,11 @@ class AblationSpec:
     parallel: int = 1
     description: str = ""
     targets: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TARGETS))
+    arm_seeds: dict[str, list[int]] = field(default_factory=dict)
+
+    def seeds_of(self, arm: str) -> list[int]:
+        """The seeds ``arm`` runs: its ``arm_seeds`` entry, else ``seeds``."""
+        return list(self.arm_seeds.get(arm, self.seeds))
 
     @property
     def reference(self) -> str:
@@ -149,12 +156,11 @@ def _build(raw: dict, path: Path) -> AblationSpec:
     budget = raw.get("budget_rollouts")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise SpecError(f"{where}: budget_rollouts: required, an integer >= 1, got {budget!r}")
-    seeds = raw.get("seeds", [0, 1, 2])
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        seeds = [seeds]
-    if (not isinstance(seeds, list) or not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)
-            or len(set(seeds)) != len(seeds)):
-        raise SpecError(f"{where}: seeds: must be a non-empty list of distinct integers >= 0, got {seeds!r}")
+    seeds = _seeds(raw.get("seeds", [0, 1, 2]), f"{where}: seeds")
+    arm_seeds_raw = raw.get("arm_seeds") or {}
+    if not isinstance(arm_seeds_raw, dict):
+        raise SpecError(f"{where}: arm_seeds: a mapping of arm name -> list of seeds, got {arm_seeds_raw!r}")
+    arm_seeds = {str(a): _seeds(v, f"{where}: arm_seeds.{a}") for a, v in arm_seeds_raw.items()}
     parallel = raw.get("parallel", 1)
     if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
         raise SpecError(f"{where}: parallel: must be an integer >= 1, got {parallel!r}")
@@ -167,6 +173,9 @@ def _build(raw: dict, path: Path) -> AblationSpec:
         if not isinstance(name, str) or not _ARM_NAME.match(name):
             raise SpecError(f"{where}: arms.{name}: an arm name must be letters, digits, '_', '-' or '.'")
         arms[name] = _flat(value or {}, f"{where}: arms.{name}")
+    unknown = sorted(set(arm_seeds) - set(arms))
+    if unknown:
+        raise SpecError(f"{where}: arm_seeds.{unknown[0]}: no such arm; arms: {list(arms)}")
     overrides = _flat(raw.get("overrides") or {}, f"{where}: overrides")
     for key in RUNNER_KEYS:
         for label, layer in (("overrides", overrides), *((f"arms.{n}", a) for n, a in arms.items())):
@@ -182,8 +191,17 @@ def _build(raw: dict, path: Path) -> AblationSpec:
             isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in targets.values()):
         raise SpecError(f"{where}: targets: a mapping of {list(DEFAULT_TARGETS)} to positive numbers, got {targets!r}")
     return AblationSpec(base=str(base), budget_rollouts=budget, arms=arms, seeds=list(seeds), overrides=overrides,
-                        output_dir=output_dir, parallel=parallel, description=description,
+                        output_dir=output_dir, parallel=parallel, description=description, arm_seeds=arm_seeds,
                         targets={**DEFAULT_TARGETS, **{k: float(v) for k, v in targets.items()}})
+
+
+def _seeds(seeds: Any, where: str) -> list[int]:
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if (not isinstance(seeds, list) or not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)
+            or len(set(seeds)) != len(seeds)):
+        raise SpecError(f"{where}: must be a non-empty list of distinct integers >= 0, got {seeds!r}")
+    return list(seeds)
 
 
 def _flat(value: Any, where: str, prefix: str = "") -> dict[str, Any]:
@@ -210,7 +228,7 @@ def resolve_configs(spec: AblationSpec) -> dict[tuple[str, int], tuple[Any, list
 
     out = {}
     for arm in spec.arms:
-        for seed in spec.seeds:
+        for seed in spec.seeds_of(arm):
             try:
                 probe = load_config(spec.base, spec.train_overrides(arm, seed, steps=1))
                 steps = steps_for(spec.budget_rollouts, probe.trainer.batch_size, probe.rollout.group_size)

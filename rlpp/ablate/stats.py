@@ -109,3 +109,27 @@ def moving_average(values: Sequence[float], window: int) -> np.ndarray:
     n = cnt[idx] - cnt[lo]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n > 0, (csum[idx] - csum[lo]) / np.maximum(n, 1), np.nan)
+
+
+def paired_ratio(pairs: Sequence[tuple[float | None, float]], level: float = 0.95) -> dict:
+    """Geometric mean of per-seed ratios arm/reference and its Student-t CI (computed on the logs).
+
+    ``pairs`` holds, per seed, (the arm's value or None when it never got there, the reference's value
+    for the same seed, > 0). A None makes the estimate censored: the arm needs more than its budget on
+    that seed, so the CI's upper end is infinite and the point estimate is only a lower bound; the
+    caller passes the arm's budget in place of None to get that bound. Returns ``ratios`` (per seed,
+    None where censored), ``mean``, ``lo``, ``hi``, ``n`` and ``censored``.
+    """
+    ratios = [None if a is None else float(a) / float(r) for a, r in pairs]
+    hits = [x for x in ratios if x is not None]
+    out = {"ratios": ratios, "n": len(ratios), "censored": len(ratios) - len(hits),
+           "mean": math.nan, "lo": math.nan, "hi": math.nan}
+    if not hits or any(x <= 0 for x in hits):
+        return out
+    m, h = mean_ci(np.log(hits), level)
+    out["mean"] = math.exp(m)
+    if np.isfinite(h):
+        out["lo"], out["hi"] = math.exp(m - h), math.exp(m + h)
+    if out["censored"]:
+        out["hi"] = math.inf
+    return out

@@ -58,6 +58,17 @@ def test_report_numbers_findings_csvs_and_figures(tmp_path):
     # dapo_filter pays for the groups it discarded: half of what it generated carried no signal
     assert float(arms["dapo_filter"]["zero_var_frac"]) == pytest.approx(0.5)
     assert float(arms["dapo_filter"]["mean_abs_adv"]) == pytest.approx(0.4)
+
+    # Paired by seed: uniform seed 0 ends at 0.40 (first reached at 56 rollouts), seed 1 at 0.42 (at 96);
+    # prioritized seed 0 reaches 0.40 at 21.33, seed 1 reaches 0.42 at 42.67.
+    pair = read_csv(out / "paired.csv")
+    r0, r1 = (32 * 0.10 / 0.15) / 56, (32 + 32 / 3) / 96
+    assert [float(x) for x in pair["prioritized"]["per_seed_ratios"].split()] == pytest.approx([r0, r1], abs=1e-4)
+    assert float(pair["prioritized"]["ratio_to_ref_final"]) == pytest.approx((r0 * r1) ** 0.5)
+    assert float(pair["prioritized"]["final_acc_diff"]) == pytest.approx(((0.46 - 0.40) + (0.44 - 0.42)) / 2)
+    # dapo_filter seed 1 never reaches uniform seed 1's 0.42: censored, no upper end
+    assert pair["dapo_filter"]["censored_seeds"] == "1" and pair["dapo_filter"]["ratio_ci95_hi"] == "inf"
+    assert "Paired by seed" in report and "≥ 1.71×" in report
     assert arms["dapo_filter"]["seeds_reached_target"] == "0"
     assert arms["per"]["seeds_finished"] == "0" and arms["per"]["seeds_total"] == "2"
     assert float(arms["uniform"]["forgotten"]) == 1 and float(arms["uniform"]["seconds"]) == 10

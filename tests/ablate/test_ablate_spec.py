@@ -141,3 +141,19 @@ def test_targets_default_and_can_be_set_per_ablation(tmp_path):
     path.write_text(spec_text(tmp_path / "out", {"uniform": "uniform"}, extra="targets: {speed: 2}\n"))
     with pytest.raises(SpecError, match="targets: a mapping of"):
         load_spec(path)
+
+
+def test_arm_seeds_give_some_arms_more_seeds(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(spec_text(tmp_path / "out", {"uniform": "uniform", "thompson": "thompson"}, seeds=(0, 1),
+                              extra="arm_seeds: {uniform: [0, 1, 2]}\n"))
+    spec = load_spec(path)
+    assert spec.seeds_of("uniform") == [0, 1, 2] and spec.seeds_of("thompson") == [0, 1]
+    assert sorted(resolve_configs(spec)) == [("thompson", 0), ("thompson", 1), ("uniform", 0), ("uniform", 1),
+                                             ("uniform", 2)]
+    path.write_text(spec_text(tmp_path / "out", {"uniform": "uniform"}, extra="arm_seeds: {nope: [0]}\n"))
+    with pytest.raises(SpecError, match="arm_seeds.nope: no such arm"):
+        load_spec(path)
+    path.write_text(spec_text(tmp_path / "out", {"uniform": "uniform"}, extra="arm_seeds: {uniform: [1, 1]}\n"))
+    with pytest.raises(SpecError, match="arm_seeds.uniform: must be a non-empty list of distinct"):
+        load_spec(path)

@@ -72,3 +72,25 @@ def test_moving_average_is_trailing_and_skips_nan():
     out = moving_average([1, 2, 3, 4, float("nan"), 6], 3)
     np.testing.assert_allclose(out, [1, 1.5, 2, 3, 3.5, 5])
     np.testing.assert_allclose(moving_average([5, 7], 1), [5, 7])
+
+
+def test_paired_ratio_is_a_geometric_mean_with_a_t_interval_on_the_logs():
+    from rlpp.ablate.stats import paired_ratio
+
+    pr = paired_ratio([(50.0, 100.0), (80.0, 100.0), (40.0, 50.0)])
+    logs = np.log([0.5, 0.8, 0.8])
+    assert pr["mean"] == pytest.approx(float(np.exp(logs.mean())))
+    half = t_quantile(0.975, 2) * logs.std(ddof=1) / np.sqrt(3)
+    assert pr["lo"] == pytest.approx(float(np.exp(logs.mean() - half)))
+    assert pr["hi"] == pytest.approx(float(np.exp(logs.mean() + half)))
+    assert pr["censored"] == 0 and pr["ratios"] == [0.5, 0.8, 0.8]
+
+
+def test_a_seed_that_never_got_there_leaves_the_interval_open_above():
+    from rlpp.ablate.stats import paired_ratio
+
+    pr = paired_ratio([(50.0, 100.0), (None, 100.0), (60.0, 100.0)])
+    assert pr["censored"] == 1 and pr["hi"] == float("inf") and pr["ratios"][1] is None
+    assert pr["mean"] == pytest.approx(float(np.sqrt(0.5 * 0.6)))  # over the seeds that got there: a lower bound
+    none = paired_ratio([(None, 100.0)])
+    assert np.isnan(none["mean"]) and none["censored"] == 1

@@ -93,7 +93,7 @@ class Trainer:
             batch, metrics = make_train_batch(
                 result.prompt_ids, [[(c.token_ids, c.logprobs) for c in g] for g in result.completions],
                 torch.as_tensor(result.rewards), std_normalize=self.cfg.algo.std_normalize,
-                drop_zero_variance=self.cfg.algo.drop_zero_variance, pad_id=self.pad_id)
+                drop_zero_variance=self.cfg.algo.drop_zero_variance, pad_id=self.pad_id, weights=result.weights)
             with timer("sleep"):
                 self._sync(self.sync_weights.release_memory, step)  # colocated engines free the GPU
             with timer("train"):
@@ -151,7 +151,7 @@ class Trainer:
 
     def _train(self, batch, step: int) -> dict:
         try:
-            metrics = self.learners.train(batch)
+            metrics = self.learners.train(batch, seed=_step_seed(self.cfg.seed, step, 7))
         except ray.exceptions.RayError as e:
             raise TrainingStopped(f"a learner actor failed at step {step}: {e}\n{self._resume_hint()}") from e
         self.bad_steps = self.bad_steps + 1 if metrics["train/skipped"] else 0
@@ -206,9 +206,14 @@ class Trainer:
         buffer unchanged, the restarted actor gets the current weights, and the step draws again."""
         for attempt in range(self.cfg.rollout.max_restarts + 1):
             with timer("buffer"):
-                ids = ray.get(self.buffer.sample.remote(b, step)).ids
+                drawn = ray.get(self.buffer.sample.remote(b, step))
+            ids = drawn.ids
             try:
-                return self.rollouts.generate("train", ids, sampling)
+                result = self.rollouts.generate("train", ids, sampling)
+                if not np.all(drawn.weights == 1.0):  # a sampler that corrects its bias (per): weights reach the loss
+                    weight_of = dict(zip(ids.tolist(), drawn.weights.tolist()))
+                    result.weights = np.array([weight_of[i] for i in result.ids.tolist()])
+                return result
             except RolloutFailed as e:
                 ray.get(self.buffer.release.remote(ids))  # nothing lost: the whole draw is handed back
                 if attempt == self.cfg.rollout.max_restarts or self.cfg.weight_sync == "nccl":
@@ -312,7 +317,8 @@ def _step_seed(seed: int, step: int, round_: int) -> int:
 def _take(result: RolloutResult, rows: np.ndarray) -> RolloutResult:
     rows = rows.tolist()
     return RolloutResult(result.ids[rows], [result.prompt_ids[i] for i in rows], [result.completions[i] for i in rows],
-                         result.rewards[rows], [result.texts[i] for i in rows], result.metrics)
+                         result.rewards[rows], [result.texts[i] for i in rows], result.metrics,
+                         None if result.weights is None else result.weights[rows])
 
 
 def init_ray(cfg: Config) -> None:

@@ -22,6 +22,8 @@ class TrainBatch:
     loss_mask: Tensor  # (N, L) bool: completion tokens
     advantages: Tensor  # (N,) float: one per sequence
     rollout_logprobs: Tensor  # (N, L) float: the engine's log-probs at completion tokens, 0 elsewhere
+    weights: Tensor | None = None  # (N,) float: per-sequence loss weights (a sampler's importance weights)
+    old_logprobs: Tensor | None = None  # (N, L) float: the ratio's denominator; None: the policy's own (on-policy)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -37,7 +39,9 @@ class TrainBatch:
         return TrainBatch(**{f.name: self._rows(getattr(self, f.name), idx, width) for f in fields(self)})
 
     @staticmethod
-    def _rows(t: Tensor, idx: Tensor, width: int) -> Tensor:
+    def _rows(t: Tensor | None, idx: Tensor, width: int) -> Tensor | None:
+        if t is None:
+            return None
         t = t[idx]
         return t[:, :width] if t.dim() == 2 else t
 
@@ -50,11 +54,13 @@ def make_train_batch(
     std_normalize: bool,
     drop_zero_variance: bool,
     pad_id: int,
+    weights=None,
 ) -> tuple[TrainBatch | None, dict[str, float]]:
     """Advantages per group, then rows for the learner.
 
     ``prompts[i]`` are prompt token ids of problem i, ``completions[i][j]`` its j-th (token ids, log-probs),
-    ``rewards`` has shape (P, G). Returns None for the batch when every group was dropped.
+    ``rewards`` has shape (P, G); ``weights`` (P,) are per-problem loss weights every sample of the
+    group carries (None: no weights). Returns None for the batch when every group was dropped.
     """
     rewards = rewards.to(torch.float64)
     adv = compute_advantages(rewards, "grpo" if std_normalize else "dr_grpo")
@@ -84,7 +90,13 @@ def make_train_batch(
         loss_mask[r, len(p) : end] = True
         logprobs[r, len(p) : end] = torch.tensor(lps, dtype=torch.float32)
     advantages = torch.tensor([a for _, _, a in rows], dtype=torch.float32)
-    batch = TrainBatch(input_ids, attention, loss_mask, advantages, logprobs)
+    w = None
+    if weights is not None:
+        per_problem = torch.as_tensor(weights, dtype=torch.float32)
+        if per_problem.shape != (len(prompts),):
+            raise ValueError(f"weights must hold one value per problem ({len(prompts)}), got shape {tuple(per_problem.shape)}")
+        w = per_problem[[i for i in keep for _ in range(rewards.shape[1])]]
+    batch = TrainBatch(input_ids, attention, loss_mask, advantages, logprobs, weights=w)
     metrics["train/tokens"] = batch.num_tokens
     return batch, metrics
 

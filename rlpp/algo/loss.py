@@ -30,15 +30,22 @@ class PolicyLossInput:
     """[N, T] bool or 0/1 float: nonzero on completion tokens, zero on prompt and padding."""
     ref_logprobs: Tensor | None = None
     """[N, T] log-probs under the frozen reference policy; None: no KL term and no ``kl`` metric."""
+    sequence_weights: Tensor | None = None
+    """[N] per-sequence loss weights (a sampler's importance weights, e.g. ``per``); None: all 1."""
+    token_weights: Tensor | None = None
+    """[N, T] per-token loss weights (truncated importance sampling against the rollout engine's
+    log-probs, see ``tis_weights``); None: all 1."""
 
     def __post_init__(self) -> None:
         if self.logprobs.dim() != 2:
             raise ValueError(f"logprobs must be [N, T], got shape {tuple(self.logprobs.shape)}")
         shape = tuple(self.logprobs.shape)
-        for name in ("old_logprobs", "mask", "ref_logprobs"):
+        for name in ("old_logprobs", "mask", "ref_logprobs", "token_weights"):
             value = getattr(self, name)
             if value is not None and tuple(value.shape) != shape:
                 raise ValueError(f"{name} has shape {tuple(value.shape)}; expected {shape}, the shape of logprobs")
+        if self.sequence_weights is not None and tuple(self.sequence_weights.shape) != shape[:1]:
+            raise ValueError(f"sequence_weights has shape {tuple(self.sequence_weights.shape)}; expected ({shape[0]},)")
         if tuple(self.advantages.shape) != shape[:1]:
             raise ValueError(
                 f"advantages has shape {tuple(self.advantages.shape)}; expected ({shape[0]},), one per sequence"
@@ -163,7 +170,12 @@ def policy_loss(
     log_ratio = torch.where(mask, logp - inp.old_logprobs.detach().to(dtype), 0.0)
     ratio = log_ratio.exp()
     clipped = ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
-    per_token = torch.maximum(-ratio * adv, -clipped * adv).masked_fill(~mask, 0.0)
+    per_token = torch.maximum(-ratio * adv, -clipped * adv)
+    if inp.token_weights is not None:
+        per_token = per_token * inp.token_weights.detach().to(dtype)
+    if inp.sequence_weights is not None:
+        per_token = per_token * inp.sequence_weights.detach().to(dtype).unsqueeze(1)
+    per_token = per_token.masked_fill(~mask, 0.0)
     pg_loss = aggregate(per_token, mask, norm)
     loss = pg_loss
 
@@ -193,3 +205,18 @@ def policy_loss(
     metrics = dict(zip(names, values))
     metrics["tokens"] = float(n_tokens)
     return PolicyLossOutput(loss=loss, metrics=metrics)
+
+
+def tis_weights(old_logprobs: Tensor, rollout_logprobs: Tensor, mask: Tensor, cap: float) -> tuple[Tensor, dict]:
+    """Truncated importance weights min(π_old / π_rollout, cap) per token (Yao et al., 2025, "Your efficient
+    RL framework secretly brings you off-policy RL training"): the rollout engine samples from slightly
+    different numbers than the learner computes (kernels, precision), and a stale engine from an older
+    policy; weighting each token by the capped ratio corrects the gradient for that mismatch without
+    letting a rare token's huge ratio dominate. Zero off the mask. Also returns ``tis_mean`` and
+    ``tis_capped_frac`` over the masked tokens."""
+    m = mask != 0
+    w = torch.where(m, (old_logprobs.detach().float() - rollout_logprobs.detach().float()).exp(), 0.0)
+    capped = (w > cap) & m
+    w = w.clamp(max=cap)
+    n = max(int(m.sum()), 1)
+    return w, {"tis_mean": float(w.sum()) / n, "tis_capped_frac": float(capped.sum()) / n}

@@ -322,12 +322,27 @@ class AlgoConfig:
     """Weight of the KL penalty to a frozen reference model (0: no reference model is kept)."""
     drop_zero_variance: bool = True
     """Leave out groups whose rewards are all equal (their advantages are all zero)."""
+    old_logprobs: str = "recompute"
+    """The ratio's denominator, the behaviour policy's log-probs: ``recompute``: the learner's, computed once
+    per rollout batch before its first update (skipped when the batch gets one optimizer step: they equal
+    the policy's own); ``rollout``: the rollout engine's, as it sampled the tokens."""
+    ppo_epochs: int = 1
+    """Passes over each rollout batch; with ``learner.mini_batches`` the optimizer steps per batch are
+    ppo_epochs x mini_batches (verl's ppo_epochs / ppo_mini_batch_size)."""
+    tis_cap: float = 0.0
+    """Truncated importance sampling: weight each token's loss by min(π_old / π_rollout, tis_cap), correcting
+    for the rollout engine's numerical mismatch (and staleness) against the learner; 0: off. 2 is common."""
 
     def _problems(self) -> Problems:
         yield from one_of("loss", self.loss, ("grpo", "dr_grpo", "dapo"))
         yield from in_range("clip_low", self.clip_low, 0.0, 1.0)
         yield from in_range("clip_high", self.clip_high, 0.0, 10.0)
         yield from at_least("kl_coef", self.kl_coef, 0.0)
+        yield from one_of("old_logprobs", self.old_logprobs, ("recompute", "rollout"))
+        yield from in_range("ppo_epochs", self.ppo_epochs, 1, 100)
+        yield from at_least("tis_cap", self.tis_cap, 0.0)
+        if 0 < self.tis_cap < 1:
+            yield "tis_cap", f"must be 0 (off) or >= 1 (a cap below 1 down-weights every token), got {self.tis_cap}"
 
 
 @dataclass(frozen=True)
@@ -352,6 +367,9 @@ class LearnerConfig:
     """Linear learning-rate warm-up steps."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0: no clipping)."""
+    mini_batches: int = 1
+    """Optimizer steps per pass over a rollout batch: its rows are shuffled and split this many ways (see
+    ``algo.ppo_epochs``)."""
     micro_batch_size: int = 64
     """Most sequences per forward/backward; a step accumulates gradients over all of its micro-batches."""
     max_tokens_per_micro_batch: int = 0
@@ -367,6 +385,7 @@ class LearnerConfig:
 
     def _problems(self) -> Problems:
         yield from at_least("num_actors", self.num_actors, 1)
+        yield from at_least("mini_batches", self.mini_batches, 1)
         yield from at_least("cpus_per_actor", self.cpus_per_actor, 0)
         yield from at_least("gpus_per_actor", self.gpus_per_actor, 0)
         yield from at_least("torch_threads", self.torch_threads, 1)

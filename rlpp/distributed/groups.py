@@ -16,6 +16,7 @@ from dataclasses import replace
 
 import numpy as np
 import ray
+import torch
 from ray.util.placement_group import PlacementGroup
 
 from rlpp.algo.batch import TrainBatch, plan_micro_batches
@@ -191,13 +192,52 @@ class LearnerGroup:
         # Every rank joins the rendezvous at once; DeepSpeed's init blocks until all have arrived.
         ray.get([a.connect.remote(addr, port) for a in self.actors])
 
-    def train(self, batch: TrainBatch) -> dict[str, float]:
-        """One optimizer step over ``batch``: rows dealt to ranks by tokens, in length-sorted micro-batches."""
+    def train(self, batch: TrainBatch, seed: int = 0) -> dict[str, float]:
+        """PPO over one rollout batch: ``algo.ppo_epochs`` passes, each split into ``learner.mini_batches``
+        optimizer steps (rows shuffled with ``seed``). The ratio is taken against the behaviour policy:
+        the rollout engine's log-probs (``algo.old_logprobs=rollout``), or this policy's, recomputed once
+        before the first update (``recompute``; with a single optimizer step they equal the policy's own
+        and are not recomputed). Metrics are means over the optimizer steps."""
+        algo, lc = self.cfg.algo, self.cfg.learner
+        n_mini = min(lc.mini_batches, len(batch))
+        steps = algo.ppo_epochs * n_mini
+        if algo.old_logprobs == "rollout":
+            batch = replace(batch, old_logprobs=batch.rollout_logprobs)
+        elif steps > 1:
+            batch = replace(batch, old_logprobs=self.logprobs(batch))
+        if steps == 1:
+            return {**self._step(batch), "train/optimizer_steps": 1.0}
+        gen = torch.Generator().manual_seed(seed)
+        outs = []
+        for _ in range(algo.ppo_epochs):
+            order = torch.randperm(len(batch), generator=gen)
+            for part in torch.tensor_split(order, n_mini):
+                outs.append(self._step(batch.select(part.tolist())))
+        metrics = {k: float(np.mean([o[k] for o in outs])) for k in outs[0]}
+        metrics["train/skipped"] = float(any(o["train/skipped"] for o in outs))
+        return {**metrics, "train/optimizer_steps": float(steps)}
+
+    def _plans(self, batch: TrainBatch) -> tuple[list[list[list[int]]], list[list[TrainBatch | None]]]:
+        """Rows dealt to ranks by tokens, in length-sorted micro-batches, padded to one count per rank."""
         lc = self.cfg.learner
         rows = plan_micro_batches(batch.attention_mask.sum(1).tolist(), self.world_size, lc.micro_batch_size,
                                   lc.max_tokens_per_micro_batch)
         n_micro = max(1, max(len(r) for r in rows))
-        plans = [[batch.select(mb) for mb in r] + [None] * (n_micro - len(r)) for r in rows]
+        return rows, [[batch.select(mb) for mb in r] + [None] * (n_micro - len(r)) for r in rows]
+
+    def logprobs(self, batch: TrainBatch) -> torch.Tensor:
+        """[N, L] log-probs of ``batch``'s tokens under the current weights (0 off the completion)."""
+        rows, plans = self._plans(batch)
+        outs = ray.get([a.logprobs.remote(p) for a, p in zip(self.actors, plans)])
+        full = torch.zeros(batch.input_ids.shape, dtype=torch.float32)
+        for rank_rows, rank_out in zip(rows, outs):
+            for mb_rows, lp in zip(rank_rows, rank_out):
+                full[mb_rows, : lp.shape[1]] = lp
+        return full
+
+    def _step(self, batch: TrainBatch) -> dict[str, float]:
+        """One optimizer step over ``batch`` (every rank its share of the rows)."""
+        _, plans = self._plans(batch)
         norm = LossNorm(total_sequences=len(batch), total_tokens=batch.num_tokens,
                         max_len=self.cfg.rollout.max_new_tokens)
         outs = ray.get([a.train.remote(p, norm) for a, p in zip(self.actors, plans)])
@@ -205,8 +245,11 @@ class LearnerGroup:
         metrics = {"train/loss": sum(o["loss"] for o in outs), "train/pg_loss": sum(o["pg_loss"] for o in outs),
                    "train/grad_norm": outs[0]["grad_norm"], "train/lr": outs[0]["lr"],
                    "train/skipped": float(outs[0]["skipped"])}
-        for k in ("clip_frac", "kl", "entropy", "logprob_diff"):
+        for k in ("clip_frac", "clip_frac_low", "clip_frac_high", "ratio_mean", "kl", "entropy", "logprob_diff"):
             metrics[f"train/{k}"] = sum(o[k] for o in outs) / tokens
+        if self.cfg.algo.tis_cap > 0:
+            for k in ("tis_mean", "tis_capped_frac"):
+                metrics[f"train/{k}"] = sum(o[k] for o in outs) / tokens
         return metrics
 
     def weights(self) -> ray.ObjectRef:

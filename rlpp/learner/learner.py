@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from rlpp.algo.batch import TrainBatch
-from rlpp.algo.loss import LossNorm, PolicyLossInput, policy_loss
+from rlpp.algo.loss import LossNorm, PolicyLossInput, policy_loss, tis_weights
 from rlpp.config.schema import Config
 from rlpp.learner.policy import TokenLogprobs
 from rlpp.models.tiny import load_model
@@ -174,7 +174,8 @@ class Learner:
         """
         engine, algo = self.engine, self.cfg.algo
         engine.train()
-        sums = {"loss": 0.0, "pg_loss": 0.0, "clip_frac": 0.0, "kl": 0.0, "logprob_diff": 0.0, "entropy": 0.0}
+        sums = {"loss": 0.0, "pg_loss": 0.0, "clip_frac": 0.0, "clip_frac_low": 0.0, "clip_frac_high": 0.0,
+                "ratio_mean": 0.0, "kl": 0.0, "logprob_diff": 0.0, "entropy": 0.0, "tis_mean": 0.0, "tis_capped_frac": 0.0}
         tokens, skipped = 0, False
         for mb in micro_batches:
             empty = mb is None or mb.num_tokens == 0
@@ -185,9 +186,16 @@ class Learner:
             if self.ref is not None:
                 with torch.no_grad():
                     ref, _ = self._logprobs(self.ref, mb)
+            # The ratio's denominator: the behaviour policy's log-probs when the group passed them (several
+            # optimizer steps per batch, or the rollout engine's), else this policy's own (one on-policy step).
+            old = logp.detach() if mb.old_logprobs is None else mb.old_logprobs[:, 1:].to(self.device)
+            tis, tis_stats = None, {}
+            if algo.tis_cap > 0:
+                tis, tis_stats = tis_weights(old, mb.rollout_logprobs[:, 1:].to(self.device), mask, algo.tis_cap)
             out = policy_loss(
-                PolicyLossInput(logprobs=logp, old_logprobs=logp.detach(), advantages=mb.advantages.to(self.device),
-                                mask=mask, ref_logprobs=ref),
+                PolicyLossInput(logprobs=logp, old_logprobs=old, advantages=mb.advantages.to(self.device),
+                                mask=mask, ref_logprobs=ref, token_weights=tis,
+                                sequence_weights=None if mb.weights is None else mb.weights.to(self.device)),
                 variant=algo.loss, clip_low=algo.clip_low, clip_high=algo.clip_high, kl_coef=algo.kl_coef,
                 total_sequences=norm.total_sequences, total_tokens=norm.total_tokens, max_len=norm.max_len,
             )
@@ -203,8 +211,10 @@ class Learner:
             tokens += n
             sums["loss"] += out.loss.item()
             sums["pg_loss"] += out.metrics["pg_loss"]
-            for k in ("clip_frac", "kl"):
+            for k in ("clip_frac", "clip_frac_low", "clip_frac_high", "ratio_mean", "kl"):
                 sums[k] += out.metrics.get(k, 0.0) * n
+            for k, v in tis_stats.items():
+                sums[k] += v * n
             m = mask.bool()
             sums["logprob_diff"] += float((logp.detach() - mb.rollout_logprobs[:, 1:].to(self.device))[m].abs().sum())
             sums["entropy"] += float(entropy[m].sum())
@@ -223,6 +233,23 @@ class Learner:
             **sums, "tokens": tokens, "lr": float(engine.get_lr()[0]), "skipped": False,
             "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
         }
+
+    @torch.no_grad()
+    def logprobs(self, micro_batches: list[TrainBatch | None]) -> list[torch.Tensor | None]:
+        """This policy's log-probs of each micro-batch's tokens ([n, L] on CPU, 0 off the completion,
+        aligned with ``input_ids``), for old log-probs recomputed once per batch. Every rank runs the
+        same number of forwards (``None`` entries run a placeholder), since ZeRO-3 gathers inside them."""
+        self.engine.eval()
+        out: list[torch.Tensor | None] = []
+        for mb in micro_batches:
+            logp, _ = self._logprobs(self.engine, self._placeholder() if mb is None else mb)
+            if mb is None:
+                out.append(None)
+                continue
+            full = torch.zeros(mb.input_ids.shape, dtype=torch.float32)
+            full[:, 1:] = logp.float().cpu() * mb.loss_mask[:, 1:]
+            out.append(full)
+        return out
 
     def _all_finite(self, loss: torch.Tensor) -> bool:
         ok = torch.isfinite(loss.detach()).float().reshape(1)

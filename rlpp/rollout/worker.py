@@ -29,6 +29,7 @@ class RolloutResult:
     rewards: np.ndarray  # (P, G) float
     texts: list[list[str]]  # decoded completions (for logs and reward debugging)
     metrics: dict[str, float] = field(default_factory=dict)
+    weights: np.ndarray | None = None  # (P,) the sampler's importance weights; None: all 1
 
     @staticmethod
     def concat(parts: list["RolloutResult"]) -> "RolloutResult":
@@ -44,6 +45,8 @@ class RolloutResult:
             rewards=np.concatenate([p.rewards for p in parts]) if parts else np.empty((0, 0)),
             texts=[x for p in parts for x in p.texts],
             metrics=metrics,
+            weights=None if all(p.weights is None for p in parts) else np.concatenate(
+                [np.ones(len(p.ids)) if p.weights is None else p.weights for p in parts]),
         )
 
 

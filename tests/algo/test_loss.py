@@ -223,3 +223,31 @@ def test_argument_errors():
     with pytest.raises(ValueError, match="clip_low"):
         policy_loss(inp, variant="grpo", clip_low=-0.1, clip_high=0.2)
     assert set(VARIANTS) <= set(LOSS_AGGREGATIONS)
+
+
+def test_sequence_and_token_weights_scale_each_tokens_term():
+    torch.manual_seed(0)
+    logp = torch.randn(3, 4, requires_grad=True)
+    old = logp.detach() + 0.1 * torch.randn(3, 4)
+    adv, mask = torch.tensor([1.0, -0.5, 2.0]), torch.ones(3, 4)
+    sw, tw = torch.tensor([0.5, 1.0, 0.25]), torch.rand(3, 4) + 0.5
+    base = policy_loss(PolicyLossInput(logp, old, adv, mask), variant="dapo", clip_low=0.2, clip_high=0.2)
+    weighted = policy_loss(PolicyLossInput(logp, old, adv, mask, sequence_weights=sw, token_weights=tw),
+                           variant="dapo", clip_low=0.2, clip_high=0.2)
+    ratio = (logp.detach() - old).exp()
+    term = torch.maximum(-ratio * adv[:, None], -ratio.clamp(0.8, 1.2) * adv[:, None])
+    assert base.loss.item() == pytest.approx(float(term.mean()), rel=1e-6)
+    assert weighted.loss.item() == pytest.approx(float((term * tw * sw[:, None]).mean()), rel=1e-6)
+    with pytest.raises(ValueError, match="sequence_weights has shape"):
+        PolicyLossInput(logp, old, adv, mask, sequence_weights=torch.ones(2))
+
+
+def test_tis_weights_are_the_capped_ratio_to_the_rollout_engine():
+    from rlpp.algo.loss import tis_weights
+
+    old = torch.log(torch.tensor([[0.5, 0.4, 0.9], [0.2, 0.3, 0.1]]))
+    rollout = torch.log(torch.tensor([[0.5, 0.1, 0.3], [0.4, 0.3, 0.5]]))
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    w, stats = tis_weights(old, rollout, mask, cap=2.0)
+    torch.testing.assert_close(w, torch.tensor([[1.0, 2.0, 2.0], [0.5, 1.0, 0.0]]), rtol=1e-6, atol=1e-6)
+    assert stats["tis_capped_frac"] == pytest.approx(2 / 5) and stats["tis_mean"] == pytest.approx(6.5 / 5)

@@ -164,3 +164,37 @@ def test_zero3_with_checkpointing_token_budget_and_a_sharded_reference(ray_local
     # (~lr * sign(g)); a wrong gradient would show at the 1e-2 scale.
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+def test_ppo_epochs_and_mini_batches_take_several_steps_against_the_behaviour_policy(
+        ray_local, tiny_model_dir, tmp_path, grpo_batch):
+    """2 epochs x 2 mini-batches = 4 optimizer steps per batch. The old log-probs are recomputed once, so
+    the first step's ratio is exactly 1 and later ones move off it (the clip acts: lr is large). With
+    old_logprobs=rollout the ratio is against the engine's log-probs (-1 per token in this batch)."""
+    cfg = learner_cfg(tmp_path, "algo.ppo_epochs=2", "learner.mini_batches=2", "learner.grad_clip=0")
+    group = LearnerGroup(cfg, tiny_model_dir)
+    try:
+        batch = grpo_batch(4)
+        old = group.logprobs(batch)
+        mask = batch.loss_mask.clone()
+        mask[:, 0] = False
+        assert (old[~batch.loss_mask] == 0).all() and (old[batch.loss_mask] < 0).all()
+        first = group._step(batch)  # one on-policy step: ratio 1 exactly
+        assert first["train/ratio_mean"] == pytest.approx(1.0, abs=1e-6) and first["train/clip_frac"] == 0
+        m = group.train(batch, seed=3)
+        assert m["train/optimizer_steps"] == 4
+        assert m["train/ratio_mean"] != pytest.approx(1.0, abs=1e-4)  # later steps see the moved policy
+        assert m["train/clip_frac"] > 0 and m["train/clip_frac"] == pytest.approx(
+            m["train/clip_frac_low"] + m["train/clip_frac_high"])
+    finally:
+        group.shutdown()
+    cfg = learner_cfg(tmp_path, "algo.old_logprobs=rollout", "algo.tis_cap=2")
+    group = LearnerGroup(cfg, tiny_model_dir)
+    try:
+        m = group.train(grpo_batch(4))
+        # the fixture's rollout log-probs are -1 per token, far from the model's: the ratio is not 1
+        assert m["train/optimizer_steps"] == 1 and abs(m["train/ratio_mean"] - 1) > 0.05
+        assert 0 < m["train/tis_mean"] <= 2 and 0 <= m["train/tis_capped_frac"] <= 1
+    finally:
+        group.shutdown()

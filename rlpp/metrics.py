@@ -37,6 +37,15 @@ class PhaseTimer:
 
     def __init__(self) -> None:
         self.totals: dict[str, float] = {}
+        self.started = time.perf_counter()
+
+    def seconds(self, name: str) -> float:
+        """Time spent in phase ``name`` so far (0 if never entered)."""
+        return self.totals.get(name, 0.0)
+
+    def total(self) -> float:
+        """Wall time since the timer was made (phases may nest, so not their sum)."""
+        return time.perf_counter() - self.started
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:

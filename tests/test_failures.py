@@ -23,40 +23,41 @@ def actor_pid(actor) -> int:
 
 
 @pytest.mark.slow
-def test_killed_rollout_actor_is_restarted_and_nothing_is_lost(ray_local, tmp_path, small_run):
+@pytest.mark.parametrize("mode", ["sync", "pipelined"])
+def test_killed_rollout_actor_is_restarted_and_nothing_is_lost(ray_local, tmp_path, small_run, mode):
+    """SIGKILL a rollout actor mid-generation: in pipelined mode it also holds the batches queued behind
+    the running one (k = 2). Every lost draw goes back to the buffer and the step draws again."""
     cfg = load_config("configs/tiny.yaml", small_run + ACTORS + [f"trainer.output_dir={tmp_path / 'run'}",
-                                                                 "trainer.steps=8", "trainer.eval_every=0"])
+                                                                 "trainer.steps=8", "trainer.eval_every=0",
+                                                                 f"trainer.mode={mode}", "trainer.max_staleness=2"])
     trainer = Trainer(cfg)
-    original = RolloutGroup.generate
-    kills = []
+    original = RolloutGroup.submit
+    kills, submits = [], [0]
 
-    def generate_with_a_crash(self, split, ids, sampling):
-        # On training draws from step 3 on, until one kill has hit a running call: SIGKILL actor 0's
+    def submit_with_a_crash(self, split, ids, sampling):
+        # From the third training draw on, until one kill has hit a running call: SIGKILL actor 0's
         # process a moment after the calls are submitted, so it dies mid-generation.
-        if split == "train" and len(kills) < 3 and trainer_step[0] >= 3 and not released():
-            pid = actor_pid(self.actors[0])
-            timer = threading.Timer(0.02, os.kill, (pid, signal.SIGKILL))
-            timer.start()
-            kills.append(pid)
+        if split == "train":
+            submits[0] += 1
+            if len(kills) < 3 and submits[0] >= 3 and not released():
+                try:
+                    pid = actor_pid(self.actors[0])
+                except ray.exceptions.ActorUnavailableError:  # still restarting from the last kill
+                    return original(self, split, ids, sampling)
+                timer = threading.Timer(0.02, os.kill, (pid, signal.SIGKILL))
+                timer.start()
+                kills.append(pid)
         return original(self, split, ids, sampling)
 
     def released() -> int:
         return ray.get(trainer.buffer.stats.remote())["buffer/released"]
 
-    trainer_step = [0]
-    collect = trainer.collect
-
-    def tracking_collect(step, timer):
-        trainer_step[0] = step
-        return collect(step, timer)
-
-    trainer.collect = tracking_collect
-    RolloutGroup.generate = generate_with_a_crash
+    RolloutGroup.submit = submit_with_a_crash
     try:
         summary = trainer.fit()  # checks the buffer invariants before its final checkpoint
         stats = ray.get(trainer.buffer.stats.remote())
     finally:
-        RolloutGroup.generate = original
+        RolloutGroup.submit = original
         trainer.close()
     assert kills, "no rollout actor was killed"
     assert stats["buffer/released"] > 0, "the killed actor's draw was not handed back"

@@ -30,8 +30,11 @@ def stable(records):
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, small_run):
+@pytest.mark.parametrize("mode", ["sync", "pipelined"])
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, small_run, mode):
+    """Pipelined (k = 2) too: a checkpoint drains the pipeline, so the resumed run replays the schedule."""
     straight, broken = tmp_path / "straight", tmp_path / "broken"
+    small_run = [*small_run, f"trainer.mode={mode}", "trainer.max_staleness=2"]
     subprocess.run(command(straight, small_run), check=True, capture_output=True, timeout=900)
 
     proc = subprocess.Popen(command(broken, small_run), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -60,6 +63,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, small_run):
     for k in sa["arrays"]:
         np.testing.assert_array_equal(sa["arrays"][k], sb["arrays"][k])
     assert sa["rng"] == sb["rng"] and sa["counters"] == sb["counters"]
+    if mode == "pipelined":  # k = 2 ahead, drained at each checkpoint (every 4 steps)
+        assert [r["rollout/staleness"] for r in b if "rollout/staleness" in r] == [0, 1, 2, 2] * 3
     # keep_last=2: only the two newest complete checkpoints remain.
     assert sorted(p.name for p in (broken / "checkpoints").iterdir()) == ["step_000008", "step_000012"]
 

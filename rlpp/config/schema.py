@@ -426,6 +426,14 @@ class TrainerConfig:
     """Consecutive steps skipped for a non-finite loss after which the run stops."""
     output_dir: str = "runs/tiny"
     """Run folder: config, metrics.jsonl, TensorBoard events, checkpoints."""
+    mode: str = "sync"
+    """``sync``: each step generates, then trains, then syncs weights, one after another. ``pipelined``: the
+    rollout actors generate the batches of steps t+1..t+max_staleness while the learner trains step t; every
+    group carries the policy version that generated it, and one more than ``max_staleness`` versions old is
+    never trained on (its problems go back to the buffer). Checkpoints drain the pipeline, so a resumed
+    run continues exactly."""
+    max_staleness: int = 1
+    """With ``mode=pipelined``: how many policy versions a trained group may lag the learner (k >= 1)."""
     fill: str = "off"
     """``signal``: dynamic filling. Each step trains on ``batch_size`` groups that carry signal (not all
     rewards equal) and generates only until it has them: it draws ``batch_size`` problems, then draws
@@ -444,6 +452,8 @@ class TrainerConfig:
         yield from at_least("checkpoint_every", self.checkpoint_every, 0)
         yield from at_least("keep_last", self.keep_last, 0)
         yield from at_least("max_bad_steps", self.max_bad_steps, 1)
+        yield from one_of("mode", self.mode, ("sync", "pipelined"))
+        yield from in_range("max_staleness", self.max_staleness, 1, 64)
         yield from one_of("fill", self.fill, ("off", "signal"))
         yield from at_least("fill_rounds", self.fill_rounds, 1)
         if not self.output_dir:
@@ -631,6 +641,13 @@ class Config:
             yield "learner.zero_stage", ("must be >= 1 with model.dtype=bfloat16: DeepSpeed accumulates gradients in "
                                          "fp32 (data_types.grad_accum_dtype) only under ZeRO; ZeRO-1 costs nothing "
                                          "on one rank")
+        if self.trainer.mode == "pipelined":
+            if ro.colocate:
+                yield "trainer.mode", ("pipelined needs the rollout engines awake while the learner trains; "
+                                       "rollout.colocate=true puts them to sleep (use sync)")
+            if self.trainer.fill == "signal" or self.buffer.sampler == "dapo_filter":
+                yield "trainer.mode", ("pipelined draws one batch per step ahead of time; dynamic filling "
+                                       "(trainer.fill=signal, buffer.sampler=dapo_filter) needs trainer.mode=sync")
         if self.trainer.fill == "signal" and self.buffer.sampler == "dapo_filter":
             yield "trainer.fill", ("must be off with buffer.sampler=dapo_filter, which filters its own way "
                                    "(buffer.dapo_filter.oversample); use fill=signal with another sampler")

@@ -26,7 +26,7 @@ from rlpp.data.problems import ProblemSet
 from rlpp.distributed.placement import PlacementError, Request, check_fits, in_group, release, reserve
 from rlpp.learner.learner import Learner
 from rlpp.rollout.engine import Sampling
-from rlpp.rollout.worker import RolloutResult, RolloutWorker
+from rlpp.rollout.worker import POLICY_VERSION, RolloutResult, RolloutWorker
 from rlpp.sync import NCCL_DEFAULTS
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class RolloutGroup:
     def request(self, count: int) -> Request:
         return self.request_for(self.cfg, count)
 
-    def resize(self, count: int, weights: Callable[[], ray.ObjectRef] | None = None) -> list:
+    def resize(self, count: int, weights: Callable[[], ray.ObjectRef] | None = None, version: int | None = None) -> list:
         """Grow or shrink to ``count`` actors; returns the new ones, which load ``weights()`` (the
         current weights) before they can serve a batch, or else hold the initial ones. Call between
         steps: a removed actor holds no work then."""
@@ -98,20 +98,40 @@ class RolloutGroup:
             new.append(actor)
         ray.get([a.ping.remote() for a in new])
         if new and weights is not None:
-            self.load_weights(weights(), new)
+            self.load_weights(weights(), new, version)
         return new
 
     def generate(self, split: str, ids: np.ndarray, sampling: Sampling) -> RolloutResult:
         """Scored groups for ``ids``; raises ``RolloutFailed`` naming the ids that got no result."""
+        return self.collect(self.submit(split, ids, sampling))
+
+    def submit(self, split: str, ids: np.ndarray, sampling: Sampling) -> list[tuple[ray.ObjectRef, np.ndarray]]:
+        """Start generating ``ids``, split over the actors; ``collect`` waits for the results. Each actor
+        runs its calls in the order they were submitted, so a weight load submitted after this call is
+        applied after this batch, never in the middle of it."""
         chunks = [c for c in np.array_split(np.asarray(ids, dtype=np.int64), len(self.actors)) if len(c)]
-        refs = [a.generate.remote(split, c, _chunk_seed(sampling, k)) for k, (a, c) in enumerate(zip(self.actors, chunks))]
+        return [(a.generate.remote(split, c, _chunk_seed(sampling, k)), c)
+                for k, (a, c) in enumerate(zip(self.actors, chunks))]
+
+    def collect(self, pending: list[tuple[ray.ObjectRef, np.ndarray]], version: int | None = None) -> RolloutResult:
+        """The results of a ``submit``; raises ``RolloutFailed`` naming the ids that got no result, or
+        (with ``version``) that came from weights of another policy version (an actor restarted with its
+        initial weights before the sync that would have caught it up)."""
         results, failed, cause = [], [], None
-        for ref, chunk in zip(refs, chunks):
+        for ref, chunk in pending:
             try:
-                results.append(ray.get(ref))
+                result = ray.get(ref)
             except (ray.exceptions.RayError, RuntimeError) as e:
                 failed.append(chunk)
                 cause = e
+                continue
+            got = int(result.metrics.pop(POLICY_VERSION, 0))
+            if version is not None and got != version:
+                failed.append(chunk)
+                cause = RuntimeError(f"a rollout actor generated with policy version {got}, not {version} "
+                                     "(restarted since the batch was submitted)")
+                continue
+            results.append(result)
         if failed:
             raise RolloutFailed(np.concatenate(failed), cause)
         return RolloutResult.concat(results)
@@ -130,9 +150,14 @@ class RolloutGroup:
                         raise
                     time.sleep(0.5)
 
-    def load_weights(self, weights_ref: ray.ObjectRef, actors: list | None = None) -> None:
+    def load_weights(self, weights_ref: ray.ObjectRef, actors: list | None = None, version: int | None = None) -> None:
+        ray.get(self.submit_weights(weights_ref, actors, version))
+
+    def submit_weights(self, weights_ref: ray.ObjectRef, actors: list | None = None,
+                       version: int | None = None) -> list[ray.ObjectRef]:
+        """Queue a weight load on each actor (after the generation calls already queued there)."""
         # A top-level ObjectRef argument is resolved inside each actor, straight from the object store.
-        ray.get([a.load_weights.remote(weights_ref) for a in (self.actors if actors is None else actors)])
+        return [a.load_weights.remote(weights_ref, version) for a in (self.actors if actors is None else actors)]
 
     def shutdown(self) -> None:
         for a in self.actors:

@@ -87,17 +87,32 @@ class WeightSync:
         senders = self._learner_calls("sync_init", address, port, world)
         self.metadata = wait_all({**senders, **receivers}, self.timeout_s, "joining the NCCL weight-transfer group")[0]
 
+    def push(self, version: int) -> list:
+        """Start a sync without waiting for the rollout side (pipelined mode): each actor applies the
+        new weights after the generation batches already queued on it and before any submitted later.
+        Returns the pending loads, to be checked once those batches are collected; the NCCL sync needs
+        both sides at once, so it completes here (after each actor's queued batches)."""
+        if self.mode == "object_store":
+            return self.rollouts.submit_weights(self.learners.weights(), version=version)
+        if self.mode == "nccl":
+            self(version)
+            return []
+        raise ValueError(f"weight sync {self.mode!r} cannot run pipelined (colocated engines sleep while the learner trains)")
+
     def release_memory(self) -> None:
         """Before training (colocated mode): the engines free their GPU memory for the learner."""
         if self.colocate:
             wait_all(self._rollout_calls("sleep"), self.timeout_s, "putting the rollout engines to sleep")
 
-    def __call__(self) -> None:
+    def __call__(self, version: int | None = None) -> None:
+        """Bring every rollout actor to the learner's weights (``version``: the policy version they are,
+        reported back with each generated batch)."""
         if self.colocate:  # weights memory back first: the sync writes into it
             wait_all(self._rollout_calls("wake_up", ["weights"]), self.timeout_s, "waking the rollout engines' weights")
         if self.mode == "object_store":
             ref = self.learners.weights()
-            wait_all(self._rollout_calls("load_weights", ref), self.timeout_s, "the object-store weight sync")
+            wait_all(self._rollout_calls("load_weights", ref, version), self.timeout_s, "the object-store weight sync")
+            version = None
         elif self.mode == "nccl":
             receivers = self._rollout_calls("sync_receive", self.metadata)
             senders = self._learner_calls("sync_send", self.metadata)
@@ -115,3 +130,5 @@ class WeightSync:
             raise ValueError(f"unknown weight sync mode {self.mode!r}")
         if self.colocate:
             wait_all(self._rollout_calls("wake_up", ["kv_cache"]), self.timeout_s, "waking the rollout engines' KV cache")
+        if version is not None:
+            wait_all(self._rollout_calls("set_policy_version", version), self.timeout_s, "recording the policy version")

@@ -19,6 +19,10 @@ from rlpp.reward.scorer import RewardScorer
 from rlpp.rollout.engine import Completion, Sampling, create_engine
 
 
+POLICY_VERSION = "rollout/policy_version"
+"""Metric key of a generation call's policy version; ``RolloutGroup.collect`` checks and removes it."""
+
+
 @dataclass
 class RolloutResult:
     """Scored groups for the problems ``ids`` of one split."""
@@ -88,6 +92,9 @@ class RolloutWorker:
                    "rollout/tokens": float(tokens), "rollout/truncated": float(sum(not c.finished for g in groups for c in g))}
         metrics.pop("reward/mean", None)
         rewards = np.asarray(scores, dtype=np.float64).reshape(len(ids), sampling.n)
+        # The policy version of the weights that generated these groups: 0 until a sync names one, so an
+        # actor restarted with the initial weights says so, and pipelined mode can tell.
+        metrics[POLICY_VERSION] = float(getattr(self, "policy_version", 0))
         return RolloutResult(ids, prompts, groups, rewards, texts, metrics)
 
     def _prompt(self, split: str, i: int) -> list[int]:
@@ -116,8 +123,14 @@ class RolloutWorker:
                         "max_position_embeddings", None)
         return context_length(longest, self.cfg.rollout.max_new_tokens, limit)
 
-    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+    def load_weights(self, weights: dict[str, torch.Tensor], version: int | None = None) -> None:
         self.engine.load_weights(weights.items())
+        if version is not None:
+            self.policy_version = version
+
+    def set_policy_version(self, version: int) -> None:
+        """The version the weights just loaded by another path (NCCL, CUDA IPC) belong to."""
+        self.policy_version = version
 
     # Colocated mode (rollout.colocate): the engine frees its GPU memory while the learner trains.
     def sleep(self) -> None:

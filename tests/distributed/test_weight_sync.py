@@ -37,7 +37,7 @@ class Recorder:
     def wake_up(self, tags):
         self._record("wake_up", tuple(tags))
 
-    def load_weights(self, weights):
+    def load_weights(self, weights, version=None):
         self._record("load_weights", sorted(weights))
 
     def ipc_export(self):

@@ -144,11 +144,8 @@ def _train(cfg) -> int:
     check_trackers(cfg.log)  # a tracker package missing fails now, not after the warm start and the actors
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        trainer = Trainer(cfg)
-        try:
+        with Trainer(cfg) as trainer:  # every actor is torn down however the run ends
             summary = trainer.fit()
-        finally:
-            trainer.close()
     except TrainingStopped as e:
         print(f"rlpp train: stopped: {e}", file=sys.stderr)
         return 1

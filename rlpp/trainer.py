@@ -25,15 +25,13 @@ from rlpp.algo.batch import make_train_batch
 from rlpp.config.loader import to_yaml
 from rlpp.config.schema import Config
 from rlpp.data.loader import load_problems
-from rlpp.distributed.buffer_actor import create_buffer_actor
-from rlpp.distributed.control import CONTROL_FILE, start_control
-from rlpp.distributed.groups import LearnerGroup, RolloutFailed, RolloutGroup, reserve_colocated, run_requests
+from rlpp.distributed.groups import RolloutFailed
 from rlpp.distributed.local import keep_local_ray_on_loopback
-from rlpp.distributed.placement import PlacementError, check_fits
-from rlpp.distributed.weight_sync import SyncTimeout, WeightSync
+from rlpp.distributed.placement import PlacementError
+from rlpp.distributed.runtime import Parts, build_parts
+from rlpp.distributed.weight_sync import SyncTimeout
 from rlpp.evaluation import evaluate
 from rlpp.metrics import MetricsSink, PhaseTimer
-from rlpp.models.tiny import load_tokenizer
 from rlpp.models.warmstart import prepare_model
 from rlpp.progress import Progress
 from rlpp.reward.registry import check_reward
@@ -44,7 +42,13 @@ log = logging.getLogger(__name__)
 
 
 class Trainer:
-    def __init__(self, cfg: Config):
+    """The GRPO loop over a run's parts (``rlpp.distributed.runtime``): ``with Trainer(cfg) as t: t.fit()``.
+
+    ``parts`` defaults to the Ray actors ``build_parts`` starts; a test passes in-process fakes. The
+    trainer owns the parts from then on: ``close`` (or leaving the ``with`` block, or a failure while
+    setting up) tears them down."""
+
+    def __init__(self, cfg: Config, parts: Parts | None = None):
         self.cfg = cfg
         self.out = Path(cfg.trainer.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -52,32 +56,39 @@ class Trainer:
         check_reward(cfg.reward.name)  # a bad reward.name fails here, once, not in every rollout actor
         resume_from = checkpoint.resolve(cfg.trainer.resume, self.out)  # a bad checkpoint too, before any actor
         self.train_set, self.dev_set, self.eval_set = load_problems(cfg.data)
-        self.model_path, self.warmstart = prepare_model(cfg, self.dev_set, self.eval_set)
-        self.pad_id = load_tokenizer(self.model_path, cfg.model.trust_remote_code).pad_token_id
-        init_ray(cfg)
-        problems = {"train": self.train_set, "dev": self.dev_set, "eval": self.eval_set}
-        if cfg.ray.check_resources:  # fail now, naming the keys, rather than wait on what can never fit
-            check_fits(run_requests(cfg))
-        self.buffer = create_buffer_actor(cfg.buffer, len(self.train_set), seed=cfg.seed, num_cpus=0)
-        # Colocated: one placement group, each bundle holding a learner rank and a rollout actor on one
-        # GPU. The engines start first, so vLLM sizes its KV cache before the learner allocates.
-        shared = reserve_colocated(cfg) if cfg.rollout.colocate else None
-        self.rollouts = RolloutGroup(cfg, self.model_path, problems, seed=cfg.seed, colocated=shared)
-        self.learners = LearnerGroup(cfg, self.model_path, colocated=shared)
-        self.sync_weights = WeightSync(cfg, self.learners, self.rollouts)
-        self.control = start_control(self.out, len(self.rollouts.actors))
-        rc = cfg.rollout
-        self.sampling = Sampling(rc.group_size, rc.temperature, rc.top_p, rc.max_new_tokens)
-        self.sink = MetricsSink(self.out, tensorboard=cfg.log.tensorboard, wandb=cfg.log.wandb, mlflow=cfg.log.mlflow, params=cfg)
-        self.rollouts_done, self.start_step, self.bad_steps = 0, 0, 0
-        self.history: list[dict] = []
-        if resume_from is not None:
-            self.resume(resume_from)
-        elif (self.out / "metrics.jsonl").stat().st_size:
-            # A fresh start in a used folder: the earlier run's records would interleave with these.
-            log.warning("%s holds metrics of an earlier run; starting fresh, they are dropped "
-                        "(use trainer.resume=auto to continue that run instead)", self.out / "metrics.jsonl")
-            self.sink.truncate_after(-1)
+        if parts is None:
+            model_path, warmstart = prepare_model(cfg, self.dev_set, self.eval_set)
+            init_ray(cfg)
+            problems = {"train": self.train_set, "dev": self.dev_set, "eval": self.eval_set}
+            parts = build_parts(cfg, self.out, problems, model_path, warmstart)
+        self.parts = parts
+        self.buffer, self.rollouts, self.learners = parts.buffer, parts.rollouts, parts.learners
+        self.sync_weights, self.control = parts.sync_weights, parts.control
+        self.model_path, self.warmstart, self.pad_id = parts.model_path, parts.warmstart, parts.pad_id
+        self.sink = None
+        try:
+            rc = cfg.rollout
+            self.sampling = Sampling(rc.group_size, rc.temperature, rc.top_p, rc.max_new_tokens)
+            self.sink = MetricsSink(self.out, tensorboard=cfg.log.tensorboard, wandb=cfg.log.wandb,
+                                    mlflow=cfg.log.mlflow, params=cfg)
+            self.rollouts_done, self.start_step, self.bad_steps = 0, 0, 0
+            self.history: list[dict] = []
+            if resume_from is not None:
+                self.resume(resume_from)
+            elif (self.out / "metrics.jsonl").stat().st_size:
+                # A fresh start in a used folder: the earlier run's records would interleave with these.
+                log.warning("%s holds metrics of an earlier run; starting fresh, they are dropped "
+                            "(use trainer.resume=auto to continue that run instead)", self.out / "metrics.jsonl")
+                self.sink.truncate_after(-1)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict:
@@ -87,7 +98,7 @@ class Trainer:
         self.progress = Progress(cfg.steps, self.start_step, self.cfg.log.progress_bar)
         step = self._fit_pipelined() if cfg.mode == "pipelined" else self._fit_sync()
         self.progress.close()
-        ray.get(self.buffer.check_invariants.remote())  # every problem in exactly one pool, none lost
+        self.buffer.check_invariants()  # every problem in exactly one pool, none lost
         self.save(step)
         self.steps_done = step
         return self.summary(time.perf_counter() - t_start)
@@ -138,12 +149,12 @@ class Trainer:
             with timer("wait"):
                 result = self._receive(flight)
             while self.version - flight.version > k:  # a guard: the schedule above never lets this happen
-                ray.get(self.buffer.release.remote(flight.ids))
+                self.buffer.release(flight.ids)
                 self.stale_dropped += len(flight.ids)
                 flight = self._submit(step, top_up=True)
                 result = self._receive(flight)
             with timer("buffer"):
-                ray.get(self.buffer.update.remote(result.ids, result.rewards))
+                self.buffer.update(result.ids, result.rewards)
             self.rollouts_done += result.rewards.size
             batch, metrics = self._batch(result)
             with timer("train"):
@@ -162,7 +173,7 @@ class Trainer:
 
     def _submit(self, step: int, top_up: bool = False) -> "Flight":
         """Draw step ``step``'s problems and start generating them with the current policy version."""
-        drawn = ray.get(self.buffer.sample.remote(self.cfg.trainer.batch_size, self.drawn_step if top_up else step))
+        drawn = self.buffer.sample(self.cfg.trainer.batch_size, self.drawn_step if top_up else step)
         self.drawn_step = max(getattr(self, "drawn_step", 0), step)
         sampling = replace(self.sampling, seed=_step_seed(self.cfg.seed, step, 0))
         return Flight(step, self.version, drawn.ids, drawn.weights, sampling,
@@ -177,13 +188,14 @@ class Trainer:
             if flight.result is not None:
                 return flight.result
             try:
-                done, self.loads = ray.wait(self.loads, num_returns=len(self.loads), timeout=0) if self.loads else ([], [])
-                ray.get(done)  # weight loads that ran before this batch: their failures count as the actor's
+                if self.loads:  # weight loads that ran before this batch: their failures count as the actor's
+                    done, self.loads = ray.wait(self.loads, num_returns=len(self.loads), timeout=0)
+                    ray.get(done)
                 result = self.rollouts.collect(flight.pending, version=flight.version)
             except (RolloutFailed, ray.exceptions.RayError) as e:
                 cause = e.cause if isinstance(e, RolloutFailed) else e
-                ray.get(self.buffer.release.remote(flight.ids))
-                if attempt == self.cfg.rollout.max_restarts or self.cfg.weight_sync == "nccl":
+                self.buffer.release(flight.ids)
+                if attempt == self.cfg.rollout.max_restarts or not self.sync_weights.restartable:
                     raise TrainingStopped(f"rollout failed at step {flight.step}: {cause}\n{self._resume_hint()}") from e
                 log.warning("step %d: rollout failed (%s); retrying once every actor is up with the current weights",
                             flight.step, cause)
@@ -214,6 +226,7 @@ class Trainer:
         cfg = self.cfg.trainer
         metrics.update(self._rollout_metrics(result, timer))
         metrics["rollout/actors"] = len(self.rollouts.actors)
+        metrics["time/step"] = timer.total()
         metrics["time/rollout_idle_frac"] = max(0.0, 1.0 - result.metrics.get("time/generate", 0.0) / max(timer.total(), 1e-9))
         self.sink.log(step, metrics)
         last = step == cfg.steps or 0 < cfg.max_rollouts <= self.rollouts_done
@@ -228,19 +241,13 @@ class Trainer:
     def _apply_requests(self, step: int, drain=None) -> None:
         """Between steps: resize the rollout pool if ``rlpp scale`` asked to. ``drain`` (pipelined mode)
         first collects every batch still generating, so a removed actor holds no work."""
-        wanted = ray.get(self.control.take.remote())
+        wanted = self.control.take()
         if wanted is None:
             return
         if drain is not None and wanted != len(self.rollouts.actors):
             drain()
-        error = ""
-        if self.cfg.rollout.colocate and wanted != len(self.rollouts.actors):
-            error = ("rollout.colocate=true pairs each rollout actor with a learner rank on its GPU; the pool "
-                     "size is learner.num_actors")
-        elif self.cfg.weight_sync == "nccl" and wanted != len(self.rollouts.actors):
-            error = ("weight_sync=nccl fixes the NCCL group's members at start-up; resizing the rollout pool "
-                     "needs rollout.weight_sync=object_store")
-        else:
+        error = self.sync_weights.cannot_resize if wanted != len(self.rollouts.actors) else ""
+        if not error:
             before = len(self.rollouts.actors)
             try:
                 # New actors load the current weights first (and, pipelined, learn their version).
@@ -252,7 +259,7 @@ class Trainer:
             log.error("step %d: rollout pool not resized to %d: %s", step, wanted, error)
         else:
             log.info("step %d: rollout pool resized to %d actors", step, wanted)
-        ray.get(self.control.report.remote(len(self.rollouts.actors), step, error))
+        self.control.report(len(self.rollouts.actors), step, error)
 
     def _sync(self, call, step: int) -> None:
         try:
@@ -285,7 +292,7 @@ class Trainer:
         is counted as spent, kept or not.
         """
         b, tc = self.cfg.trainer.batch_size, self.cfg.trainer
-        dapo = self.cfg.buffer.sampler == "dapo_filter"
+        dapo = self.buffer.filters_groups()  # the sampler draws extra and leaves the filtering to this loop
         rounds = 3 if dapo else tc.fill_rounds if tc.fill == "signal" else 1
         kept: list[RolloutResult] = []
         drawn = signal_groups = 0
@@ -297,7 +304,7 @@ class Trainer:
             sampling = replace(self.sampling, seed=_step_seed(self.cfg.seed, step, round_))
             result = self._generate_with_retries(want, step, sampling, timer)
             with timer("buffer"):
-                ray.get(self.buffer.update.remote(result.ids, result.rewards))
+                self.buffer.update(result.ids, result.rewards)
             self.rollouts_done += result.rewards.size
             if rounds == 1:
                 return result
@@ -317,15 +324,15 @@ class Trainer:
         buffer unchanged, the restarted actor gets the current weights, and the step draws again."""
         for attempt in range(self.cfg.rollout.max_restarts + 1):
             with timer("buffer"):
-                drawn = ray.get(self.buffer.sample.remote(b, step))
+                drawn = self.buffer.sample(b, step)
             ids = drawn.ids
             try:
                 result = self.rollouts.generate("train", ids, sampling)
                 _attach_weights(result, ids, drawn.weights)
                 return result
             except RolloutFailed as e:
-                ray.get(self.buffer.release.remote(ids))  # nothing lost: the whole draw is handed back
-                if attempt == self.cfg.rollout.max_restarts or self.cfg.weight_sync == "nccl":
+                self.buffer.release(ids)  # nothing lost: the whole draw is handed back
+                if attempt == self.cfg.rollout.max_restarts or not self.sync_weights.restartable:
                     raise TrainingStopped(f"rollout failed at step {step}: {e.cause}\n{self._resume_hint()}") from e
                 log.warning("step %d: %s; retrying after the actor restarts", step, e)
                 self.rollouts.wait_alive()
@@ -351,12 +358,12 @@ class Trainer:
         if self.cfg.log.buffer_snapshots and snapshot:
             folder = self.out / "buffer"
             folder.mkdir(exist_ok=True)
-            np.savez_compressed(folder / f"step_{step:06d}.npz", **ray.get(self.buffer.snapshot.remote()))
+            np.savez_compressed(folder / f"step_{step:06d}.npz", **self.buffer.snapshot())
         log.info("step %d: %s accuracy %.4f", step, split, metrics[f"{split}/accuracy"])
         return {"step": step, **metrics}
 
     def _rollout_metrics(self, result: RolloutResult, timer: PhaseTimer) -> dict:
-        stats = ray.get(self.buffer.stats.remote())
+        stats = self.buffer.stats()
         success = result.rewards >= self.cfg.buffer.success_threshold
         return {**result.metrics, **timer.metrics(), **stats, "rollouts": self.rollouts_done,
                 "rollout/pass_rate": float(success.mean()),
@@ -366,10 +373,11 @@ class Trainer:
         """Model in HF format + tokenizer + DeepSpeed optimizer state + buffer and trainer state."""
         tmp = checkpoint.staging(self.out, step)
         self.learners.save(str(tmp))
-        load_tokenizer(self.model_path, self.cfg.model.trust_remote_code).save_pretrained(tmp)
-        for marker in Path(self.model_path).glob("rlpp_tokenizer.json"):
+        if self.parts.tokenizer is not None:
+            self.parts.tokenizer.save_pretrained(tmp)
+        for marker in Path(self.model_path).glob("rlpp_tokenizer.json") if self.model_path else ():
             shutil.copy(marker, tmp / marker.name)
-        torch.save(ray.get(self.buffer.state_dict.remote()), tmp / "buffer.pt")
+        torch.save(self.buffer.state_dict(), tmp / "buffer.pt")
         state = {"step": step, "rollouts": self.rollouts_done, "history": self.history, "bad_steps": self.bad_steps,
                  "num_problems": len(self.train_set)}
         return checkpoint.commit(tmp, state, self.cfg.trainer.keep_last)
@@ -382,7 +390,7 @@ class Trainer:
                                              f"this run's data has {len(self.train_set)}")
         self.learners.load(str(folder))
         self.sync_weights(state["step"])  # the policy version the engines now hold
-        ray.get(self.buffer.load_state_dict.remote(torch.load(folder / "buffer.pt", weights_only=False)))
+        self.buffer.load_state_dict(torch.load(folder / "buffer.pt", weights_only=False))
         self.start_step, self.rollouts_done = state["step"], state["rollouts"]
         self.history, self.bad_steps = state["history"], state["bad_steps"]
         # What the interrupted run logged after this checkpoint is redone, so it must not appear twice.
@@ -406,12 +414,12 @@ class Trainer:
         return out
 
     def close(self) -> None:
-        self.sink.close()
-        for group in (self.rollouts, self.learners):
-            group.shutdown()
-        ray.kill(self.buffer)
-        ray.kill(self.control)
-        (self.out / CONTROL_FILE).unlink(missing_ok=True)
+        """Tear the run down: metrics sink, then every actor and placement group (safe to call twice)."""
+        if self.sink is not None:
+            self.sink.close()
+            self.sink = None
+        close, self.parts.close = self.parts.close, lambda: None
+        close()
 
 
 class TrainingStopped(RuntimeError):

@@ -248,6 +248,10 @@ class PriorityBuffer:
         self._make_available(ids, self.origin[ids])
         return len(ids)
 
+    def filters_groups(self) -> bool:
+        """Whether this buffer's sampler over-draws for the trainer's zero-variance filter (``dapo_filter``)."""
+        return self.sampler.filters
+
     def in_flight(self) -> np.ndarray:
         """Ids currently in flight (for returning a failed actor's work)."""
         return np.flatnonzero(self.pool == IN_FLIGHT)

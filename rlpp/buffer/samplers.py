@@ -38,6 +38,9 @@ class Sampler:
     name = "base"
     parks = True
     """Whether solved/unsolved problems leave this sampler's index until retested."""
+    filters = False
+    """Whether the trainer should drop this sampler's zero-variance groups and draw again for them
+    (DAPO's dynamic sampling; the sampler over-draws to make room)."""
 
     def __init__(self, buf: "PriorityBuffer"):
         self.buf = buf
@@ -173,6 +176,8 @@ class UniformSampler(Sampler):
 @register_sampler("dapo_filter")
 class DapoFilterSampler(UniformSampler):
     """Uniform draws, oversampled so that enough groups survive dropping the zero-variance ones."""
+
+    filters = True
 
     def draw_size(self, batch_size: int) -> int:
         # The relative slack absorbs rounding (1.1 * 50 is 55.00000000000001 in floating point).

@@ -69,6 +69,23 @@ class WeightSync:
         if self.mode == "nccl":
             self._join_nccl_group()
 
+    @property
+    def restartable(self) -> bool:
+        """Whether a restarted rollout actor can be brought back into sync (not into an NCCL group fixed
+        at start-up)."""
+        return self.mode != "nccl"
+
+    @property
+    def cannot_resize(self) -> str:
+        """Why the rollout pool cannot change size with this sync ("" when it can)."""
+        if self.colocate:
+            return ("rollout.colocate=true pairs each rollout actor with a learner rank on its GPU; the pool "
+                    "size is learner.num_actors")
+        if self.mode == "nccl":
+            return ("weight_sync=nccl fixes the NCCL group's members at start-up; resizing the rollout pool "
+                    "needs rollout.weight_sync=object_store")
+        return ""
+
     def _rollout_calls(self, method: str, *args) -> dict:
         return {f"rollout actor {i}": (getattr(a, method).remote(*args), a) for i, a in enumerate(self.rollouts.actors)}
 

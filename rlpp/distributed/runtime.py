@@ -1,0 +1,90 @@
+"""What a run is made of at run time, and its teardown: ``Parts`` and ``build_parts``.
+
+The loop (``rlpp.trainer``) talks to five components through plain method calls:
+
+- ``buffer``: the ``PriorityBuffer`` interface (``sample``, ``update``, ``release``, ``stats``, ...);
+- ``rollouts``: ``generate``, ``submit``/``collect``, ``wait_alive``, ``resize``, ``actors``, ``shutdown``;
+- ``learners``: ``train``, ``weights``, ``save``, ``load``, ``shutdown``;
+- ``sync_weights``: ``__call__(version)``, ``push(version)``, ``release_memory()``;
+- ``control``: ``take``, ``report`` (the ``rlpp scale`` mailbox).
+
+``build_parts`` makes the Ray-backed ones: the buffer and control actors behind ``ActorClient`` (the
+only place their answers are awaited), the rollout and learner groups, the weight sync. It is the
+run's single owner of actors and placement groups: if any part fails to start, everything started
+before it is torn down, and ``Parts.close`` tears down the rest in reverse order. A test passes
+in-process fakes instead and drives the loop without Ray.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import ray
+
+
+class ActorClient:
+    """Calls an actor's methods and waits for the answer: ``client.sample(16)`` is
+    ``ray.get(actor.sample.remote(16))``. The loop uses it like the plain object the actor wraps."""
+
+    def __init__(self, handle: "ray.actor.ActorHandle"):
+        self.handle = handle
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.handle, name)
+        return lambda *args, **kwargs: ray.get(method.remote(*args, **kwargs))
+
+    def kill(self) -> None:
+        ray.kill(self.handle)
+
+
+@dataclass
+class Parts:
+    """The run's components (see the module docstring) and how to tear them down."""
+
+    buffer: Any
+    rollouts: Any
+    learners: Any
+    sync_weights: Any
+    control: Any
+    model_path: str = ""
+    tokenizer: Any = None  # saved beside every checkpoint; None: nothing to save
+    pad_id: int = 0
+    warmstart: dict = field(default_factory=dict)
+    close: Callable[[], None] = lambda: None
+
+
+def build_parts(cfg, out: Path, problems: dict, model_path: str, warmstart: dict) -> Parts:
+    """Start the buffer, control, rollout and learner actors and the weight sync; on any failure the
+    ones already started are torn down before the error propagates."""
+    from rlpp.distributed.buffer_actor import create_buffer_actor
+    from rlpp.distributed.control import CONTROL_FILE, start_control
+    from rlpp.distributed.groups import LearnerGroup, RolloutGroup, reserve_colocated, run_requests
+    from rlpp.distributed.placement import check_fits, release
+    from rlpp.distributed.weight_sync import WeightSync
+    from rlpp.models.tiny import load_tokenizer
+
+    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+    with ExitStack() as stack:
+        if cfg.ray.check_resources:  # fail now, naming the keys, rather than wait on what can never fit
+            check_fits(run_requests(cfg))
+        buffer = ActorClient(create_buffer_actor(cfg.buffer, len(problems["train"]), seed=cfg.seed, num_cpus=0))
+        stack.callback(buffer.kill)
+        # Colocated: one placement group, each bundle holding a learner rank and a rollout actor on one
+        # GPU. The engines start first, so vLLM sizes its KV cache before the learner allocates.
+        shared = reserve_colocated(cfg) if cfg.rollout.colocate else None
+        if shared is not None:
+            stack.callback(release, shared)
+        rollouts = RolloutGroup(cfg, model_path, problems, seed=cfg.seed, colocated=shared)
+        stack.callback(rollouts.shutdown)
+        learners = LearnerGroup(cfg, model_path, colocated=shared)
+        stack.callback(learners.shutdown)
+        sync = WeightSync(cfg, learners, rollouts)
+        control = ActorClient(start_control(out, len(rollouts.actors)))
+        stack.callback((out / CONTROL_FILE).unlink, missing_ok=True)
+        stack.callback(control.kill)
+        teardown = stack.pop_all()
+    return Parts(buffer, rollouts, learners, sync, control, model_path=model_path, tokenizer=tokenizer,
+                 pad_id=tokenizer.pad_token_id, warmstart=warmstart, close=teardown.close)

@@ -6,7 +6,14 @@ from dataclasses import dataclass, field
 
 from rlpp.config.base import Problems, at_least, in_range, one_of
 
-SAMPLER_NAMES = ("prioritized", "paper", "uniform", "per", "prompt_replay", "dapo_filter", "thompson", "skip")
+
+
+def sampler_names() -> list[str]:
+    """The registered samplers (``rlpp.buffer.samplers.SAMPLERS``, the only list of their names): a sampler
+    registered with ``@register_sampler`` is selectable by ``buffer.sampler`` at once."""
+    from rlpp.buffer.samplers import SAMPLERS  # at call time: rlpp.buffer imports this module
+
+    return sorted(SAMPLERS)
 
 
 @dataclass(frozen=True)
@@ -230,7 +237,7 @@ class BufferConfig:
     skip: SkipConfig = field(default_factory=SkipConfig)
 
     def _problems(self) -> Problems:
-        yield from one_of("sampler", self.sampler, SAMPLER_NAMES)
+        yield from one_of("sampler", self.sampler, sampler_names())
         yield from in_range("unseen_priority", self.unseen_priority, 0.0, 0.25, lo_open=True)
         yield from one_of("stats", self.stats, ("latest", "decayed"))
         yield from in_range("decay", self.decay, 0.0, 1.0, hi_open=True)

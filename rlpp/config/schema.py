@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 from rlpp.config.base import ConfigError, Problems, at_least, in_range, one_of, validate
 from rlpp.config.buffer import (
-    SAMPLER_NAMES,
     BufferConfig,
     DapoFilterConfig,
     PERConfig,
@@ -22,7 +21,7 @@ from rlpp.config.buffer import (
 )
 
 __all__ = [
-    "SAMPLER_NAMES", "AlgoConfig", "BufferConfig", "Config", "ConfigError", "DapoFilterConfig", "DataConfig", "EvalConfig",
+    "AlgoConfig", "BufferConfig", "Config", "ConfigError", "DapoFilterConfig", "DataConfig", "EvalConfig",
     "LearnerConfig", "LogConfig", "ModelConfig", "PERConfig", "PrioritizedConfig", "PromptReplayConfig", "RayConfig", "RetestConfig",
     "RewardConfig", "RolloutConfig", "SkipConfig", "SyntheticConfig", "ThompsonConfig", "TinyModelConfig", "TrainerConfig", "VllmConfig",
     "WarmStartConfig", "validate",
@@ -334,7 +333,9 @@ class AlgoConfig:
     for the rollout engine's numerical mismatch (and staleness) against the learner; 0: off. 2 is common."""
 
     def _problems(self) -> Problems:
-        yield from one_of("loss", self.loss, ("grpo", "dr_grpo", "dapo"))
+        from rlpp.algo.loss import LOSS_AGGREGATIONS  # the registry is the only list of loss names
+
+        yield from one_of("loss", self.loss, sorted(LOSS_AGGREGATIONS))
         yield from in_range("clip_low", self.clip_low, 0.0, 1.0)
         yield from in_range("clip_high", self.clip_high, 0.0, 10.0)
         yield from at_least("kl_coef", self.kl_coef, 0.0)

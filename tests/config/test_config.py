@@ -147,3 +147,21 @@ def test_actors_start_with_nccl_settings_for_isolated_gpus(monkeypatch):
     monkeypatch.setenv("NCCL_CUMEM_ENABLE", "1")  # the user's own choice wins
     env = actor_env(3)["env_vars"]
     assert env == {"OMP_NUM_THREADS": "3", "NCCL_NVLS_ENABLE": "0", "NCCL_CUMEM_ENABLE": "1"}
+
+
+def test_a_newly_registered_sampler_is_selectable_by_config():
+    from rlpp.buffer import SAMPLERS, PriorityBuffer, register_sampler
+    from rlpp.buffer.samplers import UniformSampler
+
+    with pytest.raises(ConfigError, match="buffer.sampler must be one of"):
+        load_config(None, ["buffer.sampler=newest_first"])
+
+    @register_sampler("newest_first")
+    class NewestFirst(UniformSampler):
+        pass
+
+    try:
+        cfg = load_config(None, ["buffer.sampler=newest_first"])
+        assert type(PriorityBuffer(cfg.buffer, 10).sampler) is NewestFirst
+    finally:
+        del SAMPLERS["newest_first"]

@@ -51,8 +51,9 @@ def engine_overhead(engine_kind: str, reps: int) -> dict[str, float]:
     from rlpp.data.loader import load_problems
     from rlpp.distributed.groups import RolloutGroup
     from rlpp.models.tiny import load_tokenizer
-    from rlpp.models.warmstart import prepare_model
-    from rlpp.rollout.engine import Sampling, create_engine
+    from rlpp.recipes.warmstart import prepare_model
+    from rlpp.rollout.engine import Sampling
+    from rlpp.rollout.factory import create_engine
 
     cfg = load_config(ROOT / "configs/tiny.yaml", [f"rollout.engine={engine_kind}"])
     train, dev, held_out = load_problems(cfg.data)

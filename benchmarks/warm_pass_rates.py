@@ -26,7 +26,7 @@ import numpy as np
 from rlpp.config.loader import load_config
 from rlpp.data.loader import load_problems
 from rlpp.models.tiny import load_tokenizer
-from rlpp.models.warmstart import prepare_model
+from rlpp.recipes.warmstart import prepare_model
 from rlpp.reward.scorer import RewardScorer
 from rlpp.rollout.engine import Sampling
 from rlpp.rollout.hf_engine import HFEngine

@@ -111,7 +111,7 @@ def run_eval(cfg, model: str) -> dict:
     from rlpp.data.loader import load_problems
     from rlpp.distributed.groups import RolloutGroup
     from rlpp.distributed.placement import check_fits
-    from rlpp.models.warmstart import prepare_model
+    from rlpp.recipes.warmstart import prepare_model
     from rlpp.reward.registry import check_reward
     from rlpp.trainer import init_ray
 

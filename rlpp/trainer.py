@@ -32,7 +32,7 @@ from rlpp.distributed.runtime import Parts, build_parts
 from rlpp.distributed.weight_sync import SyncTimeout
 from rlpp.evaluation import evaluate
 from rlpp.metrics import MetricsSink, PhaseTimer
-from rlpp.models.warmstart import prepare_model
+from rlpp.recipes.warmstart import prepare_model
 from rlpp.progress import Progress
 from rlpp.reward.registry import check_reward
 from rlpp.rollout.engine import Sampling

@@ -50,12 +50,12 @@ def test_killed_rollout_actor_is_restarted_and_nothing_is_lost(ray_local, tmp_pa
         return original(self, split, ids, sampling)
 
     def released() -> int:
-        return ray.get(trainer.buffer.stats.remote())["buffer/released"]
+        return trainer.buffer.stats()["buffer/released"]
 
     RolloutGroup.submit = submit_with_a_crash
     try:
         summary = trainer.fit()  # checks the buffer invariants before its final checkpoint
-        stats = ray.get(trainer.buffer.stats.remote())
+        stats = trainer.buffer.stats()
     finally:
         RolloutGroup.submit = original
         trainer.close()

@@ -22,12 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlpp.buffer.samplers import Sampler, make_sampler
-from rlpp.buffer.structures import MAX_PROBLEMS, IdSet, key_id, pop_ids, visit_key, visit_keys
+from rlpp.buffer.structures import (HEAP, IN_FLIGHT, MAX_PROBLEMS, POOL_NAMES, SOLVED, UNSOLVED, IdSet, key_id, pop_ids,
+                                    visit_key, visit_keys)
 from rlpp.config.buffer import PAPER
 from rlpp.config.schema import BufferConfig, validate
 
-HEAP, SOLVED, UNSOLVED, IN_FLIGHT = 0, 1, 2, 3
-POOL_NAMES = ("heap", "solved", "unsolved", "in_flight")
 STATE_VERSION = 2
 PARKED_GROWTH, PARKED_SLACK = 2, 1024
 """The parked queue is rebuilt once stale entries (problems the uniform share took) outnumber live ones."""

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import heapq
 import math
-from typing import TYPE_CHECKING, Callable
+from typing import Any, Callable
 
 import numpy as np
 
-from rlpp.buffer.structures import (IdSet, SumTree, add_to_heap, chunks, float_order, float_order_one, key_id,
+from rlpp.buffer.structures import (HEAP, IdSet, SumTree, add_to_heap, chunks, float_order, float_order_one, key_id,
                                     packed_key, packed_keys, pop_ids, priority_key, priority_keys)
 
-if TYPE_CHECKING:
-    from rlpp.buffer.buffer import PriorityBuffer
+PriorityBuffer = Any
+"""What a sampler is given: the ``PriorityBuffer`` it serves (its config, rng, step, counters and per-problem
+arrays). Named by duck type, not imported: the buffer imports this module, never the other way round."""
 
 SAMPLERS: dict[str, type["Sampler"]] = {}
 
@@ -98,7 +99,7 @@ class PrioritizedSampler(Sampler):
         self.lazy = buf.variant.uniform_mix > 0
 
     def __len__(self) -> int:
-        return int(self.buf.counts[0])
+        return int(self.buf.counts[HEAP])
 
     def _score(self, priority, last_visit):
         """ω plus the age bonus, as a static key (arrays or scalars)."""
@@ -113,7 +114,7 @@ class PrioritizedSampler(Sampler):
         add_to_heap(self.heap, len(ids), map(self._keys, chunks(ids)))
         if self.lazy and len(self.heap) > self.HEAP_GROWTH * len(self) + self.HEAP_SLACK:
             self.heap = []
-            live = np.flatnonzero(self.buf.pool == 0)
+            live = np.flatnonzero(self.buf.pool == HEAP)
             add_to_heap(self.heap, len(live), map(self._keys, chunks(live)))
 
     def discard(self, ids: np.ndarray) -> None:
@@ -121,7 +122,7 @@ class PrioritizedSampler(Sampler):
 
     def _live(self, key: int) -> bool:
         b, i = self.buf, key_id(key)
-        if b.pool[i] != 0:
+        if b.pool[i] != HEAP:
             return False
         lv = int(b.last_visit[i])
         return priority_key(self._score(float(b.priority[i]), lv), lv, i) == key

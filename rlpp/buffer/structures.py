@@ -13,6 +13,10 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
+HEAP, SOLVED, UNSOLVED, IN_FLIGHT = 0, 1, 2, 3
+"""Pool codes of ``PriorityBuffer.pool`` (here so that samplers can name them without importing the buffer)."""
+POOL_NAMES = ("heap", "solved", "unsolved", "in_flight")
+
 ID_BITS = 32
 MAX_PROBLEMS = 1 << ID_BITS
 KEY_CHUNK = 1 << 16

@@ -254,7 +254,9 @@ class RolloutConfig:
     vllm: VllmConfig = field(default_factory=VllmConfig)
 
     def _problems(self) -> Problems:
-        yield from one_of("engine", self.engine, ("hf", "vllm"))
+        from rlpp.rollout.factory import ENGINES  # the registry is the only list of engine names
+
+        yield from one_of("engine", self.engine, sorted(ENGINES))
         yield from at_least("num_actors", self.num_actors, 1)
         yield from at_least("cpus_per_actor", self.cpus_per_actor, 0)
         yield from at_least("max_restarts", self.max_restarts, 0)

@@ -71,16 +71,3 @@ def stop_token_ids(config, generation_config=None) -> set[int]:
     if not ids:
         raise ValueError("the model declares no eos_token_id in config.json or generation_config.json")
     return ids
-
-
-def create_engine(kind: str, model_path: str, **kwargs) -> RolloutEngine:
-    """The engine named by ``rollout.engine``; imports only what that engine needs."""
-    if kind == "hf":
-        from rlpp.rollout.hf_engine import HFEngine
-
-        return HFEngine(model_path, **kwargs)
-    if kind == "vllm":
-        from rlpp.rollout.vllm_engine import VllmEngine
-
-        return VllmEngine(model_path, **kwargs)
-    raise ValueError(f"rollout.engine must be 'hf' or 'vllm', got {kind!r}")

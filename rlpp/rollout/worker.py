@@ -16,7 +16,8 @@ from rlpp.config.schema import Config
 from rlpp.data.problems import ProblemSet
 from rlpp.models.tiny import load_tokenizer
 from rlpp.reward.scorer import RewardScorer
-from rlpp.rollout.engine import Completion, Sampling, create_engine
+from rlpp.rollout.engine import Completion, Sampling
+from rlpp.rollout.factory import create_engine
 
 
 POLICY_VERSION = "rollout/policy_version"

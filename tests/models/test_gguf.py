@@ -46,7 +46,7 @@ def test_missing_file_is_a_one_line_error(path, what):
 
 def test_prepare_model_leaves_model_folders_alone_and_names_a_path_that_does_not_load(tiny_model_dir):
     from rlpp.models import ModelError
-    from rlpp.models.warmstart import prepare_model
+    from rlpp.recipes.warmstart import prepare_model
 
     assert prepare_model(pretrained(tiny_model_dir), None, None) == (tiny_model_dir, {})  # not converted
     with pytest.raises(ModelError, match=r"^model.path '/some/local/folder' does not load: "):
@@ -108,7 +108,7 @@ def test_cache_is_reused(smollm2, monkeypatch):
     assert os.stat(folder / gguf.DONE).st_mtime_ns == mtime
     assert [p.name for p in cache.iterdir()] == [folder.name]  # no temp folder left behind
     # prepare_model (model.source=pretrained) takes the same cache; a plain .gguf path names the same file.
-    from rlpp.models.warmstart import prepare_model
+    from rlpp.recipes.warmstart import prepare_model
 
     monkeypatch.setattr(gguf, "DEFAULT_CACHE_DIR", str(cache))
     assert prepare_model(pretrained(SMOLLM2), None, None) == (str(folder), {"gguf": info2})
@@ -120,7 +120,8 @@ def test_cache_is_reused(smollm2, monkeypatch):
 def test_vllm_and_hf_agree_greedily(smollm2):
     pytest.importorskip("vllm")
     from rlpp.models.tiny import load_tokenizer
-    from rlpp.rollout.engine import Sampling, create_engine
+    from rlpp.rollout.engine import Sampling
+    from rlpp.rollout.factory import create_engine
 
     _, folder, _ = smollm2
     tok = load_tokenizer(folder)

@@ -36,7 +36,7 @@ def test_runs_of_every_seed_share_one_warm_start_unless_asked_otherwise():
     """The warm start stands in for a pretrained checkpoint: one per settings, whatever the run's seed
     (model.warmstart.seed=-1 gives each run seed its own)."""
     from rlpp.config.loader import load_config
-    from rlpp.models.warmstart import _cache_key, warmstart_seed
+    from rlpp.recipes.warmstart import _cache_key, warmstart_seed
 
     key = lambda *o: _cache_key(load_config("configs/tiny.yaml", list(o)))  # noqa: E731
     assert key("seed=0") == key("seed=2") == key("seed=2", "model.warmstart.seed=0")

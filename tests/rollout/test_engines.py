@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from rlpp.models.tiny import load_model
-from rlpp.rollout.engine import Sampling, create_engine
+from rlpp.rollout.engine import Sampling
+from rlpp.rollout.factory import create_engine
 
 PROMPTS = [[5, 6, 14, 11, 17], [7, 7, 15, 9, 17], [4, 16, 9, 17]]
 

@@ -138,7 +138,7 @@ class Trainer:
         self.version, self.stale_dropped, self.loads = self.start_step, 0, []
         step = self.start_step
         for step in range(self.start_step + 1, last + 1):
-            self._apply_requests(step, drain=lambda: [self._receive(f) for f in flights])
+            self._apply_requests(step, drain=lambda: self._drain(flights))
             timer = PhaseTimer()
             boundary = math.ceil(step / tc.checkpoint_every) * tc.checkpoint_every if tc.checkpoint_every else last
             drawn = flights[-1].step if flights else step - 1
@@ -208,6 +208,17 @@ class Trainer:
             _attach_weights(result, flight.ids, flight.weights)
             flight.result = result
         return flight.result
+
+    def _drain(self, flights: "deque[Flight]") -> None:
+        """Wait until the rollout actors hold no work: every flight's results (kept for its step) and
+        every queued weight load (so an actor about to be removed leaves nothing behind)."""
+        for f in flights:
+            self._receive(f)
+        loads, self.loads = self.loads, []
+        try:
+            ray.get(loads)
+        except ray.exceptions.RayError as e:
+            raise TrainingStopped(f"weight sync failed: {e}\n{self._resume_hint()}") from e
 
     def _push_weights(self, step: int) -> list:
         try:

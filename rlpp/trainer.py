@@ -23,7 +23,7 @@ import torch
 from rlpp import checkpoint
 from rlpp.algo.batch import make_train_batch
 from rlpp.config.loader import to_yaml
-from rlpp.config.schema import Config
+from rlpp.config.schema import Config, ConfigError
 from rlpp.data.loader import load_problems
 from rlpp.distributed.groups import RolloutFailed
 from rlpp.distributed.local import keep_local_ray_on_loopback
@@ -56,6 +56,7 @@ class Trainer:
         check_reward(cfg.reward.name)  # a bad reward.name fails here, once, not in every rollout actor
         resume_from = checkpoint.resolve(cfg.trainer.resume, self.out)  # a bad checkpoint too, before any actor
         self.train_set, self.dev_set, self.eval_set = load_problems(cfg.data)
+        _check_pool(cfg.trainer, len(self.train_set))
         if parts is None:
             model_path, warmstart = prepare_model(cfg, self.dev_set, self.eval_set)
             init_ray(cfg)
@@ -134,6 +135,10 @@ class Trainer:
         if tc.max_rollouts:  # every pipelined step costs B x G rollouts: the budget fixes the last step
             per_step = tc.batch_size * self.cfg.rollout.group_size
             last = min(last, self.start_step + math.ceil(max(tc.max_rollouts - self.rollouts_done, 1) / per_step))
+        if self.cfg.algo.tis_cap == 0:
+            log.warning("pipelined with algo.tis_cap=0: batches up to %d policy versions old are trained as if "
+                        "on-policy (the ratio's denominator is the learner's current policy); algo.tis_cap (e.g. 2) "
+                        "weights each token by the capped ratio to the policy that generated it", k)
         flights: deque[Flight] = deque()
         self.version, self.stale_dropped, self.loads = self.start_step, 0, []
         step = self.start_step
@@ -197,11 +202,11 @@ class Trainer:
                 self.buffer.release(flight.ids)
                 if attempt == self.cfg.rollout.max_restarts or not self.sync_weights.restartable:
                     raise TrainingStopped(f"rollout failed at step {flight.step}: {cause}\n{self._resume_hint()}") from e
-                log.warning("step %d: rollout failed (%s); retrying once every actor is up with the current weights",
-                            flight.step, cause)
-                self.rollouts.wait_alive()
-                self._sync(lambda: self.sync_weights(self.version), flight.step)
-                self.loads = []
+                log.warning("step %d: rollout failed (%s); redrawing it after the current weights, queued on every "
+                            "actor (a restarting one takes them first)", flight.step, cause)
+                # Not a blocking sync: healthy actors may hold up to k batches; the version check catches any
+                # batch that still ran on other weights.
+                self.loads = self._push_weights(flight.step)
                 again = self._submit(flight.step, top_up=True)
                 flight.version, flight.ids, flight.weights, flight.pending = again.version, again.ids, again.weights, again.pending
                 continue
@@ -217,8 +222,12 @@ class Trainer:
         loads, self.loads = self.loads, []
         try:
             ray.get(loads)
-        except ray.exceptions.RayError as e:
-            raise TrainingStopped(f"weight sync failed: {e}\n{self._resume_hint()}") from e
+        except ray.exceptions.RayError as e:  # an actor died: nothing is queued now, so a blocking sync is safe
+            if not self.sync_weights.restartable:
+                raise TrainingStopped(f"weight sync failed: {e}\n{self._resume_hint()}") from e
+            log.warning("a queued weight load failed (%s); syncing every actor again", e)
+            self.rollouts.wait_alive()
+            self._sync(lambda: self.sync_weights(self.version), self.drawn_step)
 
     def _push_weights(self, step: int) -> list:
         try:
@@ -440,6 +449,18 @@ class TrainingStopped(RuntimeError):
 def _step_seed(seed: int, step: int, round_: int) -> int:
     # Sampling depends on (seed, step) only, so a resumed run draws exactly what the original did.
     return (seed * 1_000_003 + step * 101 + round_) % (2**31 - 1)
+
+
+def _check_pool(tc, problems: int) -> None:
+    """Pipelined mode keeps up to max_staleness + 1 batches in flight (fewer when checkpoints come sooner):
+    the pool must hold them all, or later draws would come back short."""
+    if tc.mode != "pipelined":
+        return
+    ahead = min(tc.max_staleness, tc.checkpoint_every - 1) if tc.checkpoint_every else tc.max_staleness
+    if problems < (ahead + 1) * tc.batch_size:
+        raise ConfigError(f"trainer.max_staleness: pipelined mode holds up to {ahead + 1} batches of "
+                          f"trainer.batch_size={tc.batch_size} in flight, more than the {problems} training "
+                          "problems; lower max_staleness or batch_size")
 
 
 @dataclass

@@ -367,7 +367,8 @@ class LearnerConfig:
     weight_decay: float = 0.0
     """AdamW weight decay."""
     warmup_steps: int = 0
-    """Linear learning-rate warm-up steps."""
+    """Linear learning-rate warm-up, in optimizer steps (``algo.ppo_epochs`` x ``learner.mini_batches`` per
+    training step)."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0: no clipping)."""
     mini_batches: int = 1
@@ -611,7 +612,10 @@ class Config:
         mode = self.rollout.weight_sync
         if mode == "auto":
             gpu = self.rollout.engine == "vllm" and self.learner.gpus_per_actor > 0
-            mode = ("ipc" if self.rollout.colocate else "nccl") if gpu else "object_store"
+            # Pipelined: the object store, whose loads queue between an actor's batches (NCCL would make
+            # the learner wait for every queued batch).
+            nccl = "object_store" if self.trainer.mode == "pipelined" else "nccl"
+            mode = ("ipc" if self.rollout.colocate else nccl) if gpu else "object_store"
         return mode
 
     def _problems(self) -> Problems:
@@ -651,6 +655,12 @@ class Config:
             if self.trainer.fill == "signal" or self.buffer.sampler == "dapo_filter":
                 yield "trainer.mode", ("pipelined draws one batch per step ahead of time; dynamic filling "
                                        "(trainer.fill=signal, buffer.sampler=dapo_filter) needs trainer.mode=sync")
+            if self.weight_sync == "nccl":
+                yield "rollout.weight_sync", ("pipelined needs object_store: an NCCL sync waits for every batch queued "
+                                              "on the rollout actors, so the learner would stand still each step")
+        if self.algo.tis_cap > 0 and self.algo.old_logprobs == "rollout":
+            yield "algo.tis_cap", ("does nothing with algo.old_logprobs=rollout (the ratio is then already against the "
+                                   "engine's log-probs, so the TIS weight is 1): use old_logprobs=recompute")
         if self.trainer.fill == "signal" and self.buffer.sampler == "dapo_filter":
             yield "trainer.fill", ("must be off with buffer.sampler=dapo_filter, which filters its own way "
                                    "(buffer.dapo_filter.oversample); use fill=signal with another sampler")

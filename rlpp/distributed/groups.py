@@ -57,7 +57,11 @@ class RolloutGroup:
         self.problems_ref = ray.put(problems)
         self.actors: list = []
         self.groups: list = []
-        self.resize(rc.num_actors)
+        try:
+            self.resize(rc.num_actors)
+        except BaseException:  # the actors and placement groups started before the failure go too
+            self.shutdown()
+            raise
 
     @staticmethod
     def request_for(cfg: Config, count: int) -> Request:
@@ -208,6 +212,15 @@ class LearnerGroup:
             gpus = lc.gpus_per_actor
         else:
             self.pg, gpus = colocated, colocated_gpu_share(cfg)
+        self.actors: list = []
+        try:
+            self._start(cfg, model_path, gpus)
+        except BaseException:  # the ranks (and their placement group) started before the failure go too
+            self.shutdown()
+            raise
+
+    def _start(self, cfg: Config, model_path: str, gpus: float) -> None:
+        lc = cfg.learner
         actor = ray.remote(Learner)
         self.actors = [actor.options(num_cpus=lc.cpus_per_actor, num_gpus=gpus,
                                      runtime_env=actor_env(lc.torch_threads),

@@ -123,6 +123,12 @@ def test_cross_group_check_names_both_keys():
     (["data.answer_from=last"], "data.answer_from must be one of ['field', 'boxed']"),
     (["trainer.fill=signal", "buffer.sampler=dapo_filter"], "trainer.fill must be off with buffer.sampler=dapo_filter"),
     (["trainer.fill=always"], "trainer.fill must be one of ['off', 'signal']"),
+    (["trainer.mode=pipelined", "rollout.colocate=true"], "trainer.mode pipelined needs the rollout engines awake"),
+    (["trainer.mode=pipelined", "trainer.fill=signal"], "trainer.mode pipelined draws one batch per step ahead"),
+    (["trainer.mode=pipelined", "rollout.engine=vllm", "learner.gpus_per_actor=1", "learner.zero_stage=1",
+      "rollout.weight_sync=nccl"], "rollout.weight_sync pipelined needs object_store"),
+    (["algo.tis_cap=2", "algo.old_logprobs=rollout"], "algo.tis_cap does nothing with algo.old_logprobs=rollout"),
+    (["algo.tis_cap=0.5"], "algo.tis_cap must be 0 (off) or >= 1"),
     (["data.synthetic.level_weights=[1,2]"], "data.synthetic.level_weights must hold 9 numbers >= 0"),
     (["data.synthetic.level_weights=[0,0,0,0,0,0,0,0,0]"], "data.synthetic.level_weights must hold 9 numbers"),
 ])
@@ -130,6 +136,12 @@ def test_layouts_that_cannot_work_are_refused_naming_the_keys(overrides, message
     with pytest.raises(ConfigError) as e:
         load_config(None, overrides)
     assert message in str(e.value)
+
+
+def test_pipelined_resolves_auto_weight_sync_to_the_object_store():
+    gpu = ["rollout.engine=vllm", "learner.gpus_per_actor=1", "learner.zero_stage=1"]
+    assert load_config(None, gpu).weight_sync == "nccl"
+    assert load_config(None, [*gpu, "trainer.mode=pipelined"]).weight_sync == "object_store"
 
 
 def test_weight_sync_auto_resolution():

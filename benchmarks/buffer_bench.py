@@ -64,7 +64,8 @@ from rlpp.config import BufferConfig, PrioritizedConfig, RetestConfig  # noqa: E
 
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000, 10_000_000)
 QUICK_SIZES = (10_000, 100_000)
-SAMPLER_NAMES = ("prioritized", "paper", "uniform", "per", "prompt_replay", "dapo_filter", "soft", "mix", "prop")
+SAMPLER_NAMES = ("prioritized", "paper", "uniform", "per", "prompt_replay", "dapo_filter", "soft", "mix", "prop",
+                 "thompson", "skip")
 VARIANTS = {  # the prioritized variants of the sampler study (configs/ablate/tiny-lr.yaml), scaled retest
     "soft": dict(selection="softmax", temperature=0.05, priority="posterior", park_after=2),
     "mix": dict(uniform_mix=0.3, priority="posterior", park_after=2),
@@ -194,6 +195,10 @@ def age_buffer(buf: PriorityBuffer, latent: np.ndarray, group: int, batch: int, 
         "available": buf.available.state_dict(),  # uniform share's index: nothing is in flight yet
     }
     buf.load_state_dict(state)
+    if hasattr(buf.sampler, "evidence_s"):  # thompson keeps its own (discounted) evidence: the same history
+        buf.sampler.evidence_s[:] = buf.successes
+        buf.sampler.evidence_f[:] = buf.attempts - buf.successes
+        buf.sampler.seen_step[:] = buf.last_visit
 
 
 class SortBaseline:

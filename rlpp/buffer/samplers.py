@@ -371,7 +371,7 @@ class PromptReplaySampler(Sampler):
 
 
 @register_sampler("thompson")
-class ThompsonSampler(Sampler):
+class ThompsonSampler(UniformSampler):
     """Thompson selection over a discounted Beta posterior of each problem's success rate.
 
     Each problem keeps Beta(prior_successes + s, prior_failures + f) over its discounted evidence: at
@@ -384,7 +384,6 @@ class ThompsonSampler(Sampler):
     while a little luck in p̃ still brings them back now and then, so nothing starves. Nothing parks.
     """
 
-    parks = False
     DEFAULT_GROUP = 8
     """G assumed for ``signal`` before the first group comes back (every problem is then unseen, so it only
     shapes random ties)."""
@@ -393,21 +392,11 @@ class ThompsonSampler(Sampler):
         super().__init__(buf)
         c = buf.cfg.thompson
         n = buf.num_problems
-        self.ids = IdSet(n)
         self.evidence_s = np.zeros(n)  # discounted successes, as of step ``seen_step``
         self.evidence_f = np.zeros(n)
         self.seen_step = np.zeros(n, dtype=np.int64)
         self.group_size = self.DEFAULT_GROUP
         self.prior = (c.prior_successes, c.prior_failures)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def insert(self, ids: np.ndarray) -> None:
-        self.ids.insert(ids)
-
-    def members(self) -> np.ndarray:
-        return self.ids.members()
 
     def _faded(self, ids: np.ndarray, step: int) -> np.ndarray:
         return self.buf.cfg.thompson.discount ** (step - self.seen_step[ids]).astype(np.float64)
@@ -445,11 +434,11 @@ class ThompsonSampler(Sampler):
         return out, np.ones(n)
 
     def state_dict(self) -> dict:
-        return {"ids": self.ids.state_dict(), "evidence_s": self.evidence_s.copy(), "evidence_f": self.evidence_f.copy(),
+        return {**super().state_dict(), "evidence_s": self.evidence_s.copy(), "evidence_f": self.evidence_f.copy(),
                 "seen_step": self.seen_step.copy(), "group_size": self.group_size}
 
     def load_state_dict(self, state: dict, available: np.ndarray) -> None:
-        self.ids.load_state_dict(state["ids"])
+        super().load_state_dict(state, available)
         self.evidence_s[:] = state["evidence_s"]
         self.evidence_f[:] = state["evidence_f"]
         self.seen_step[:] = state["seen_step"]

@@ -215,8 +215,10 @@ PAPER = PrioritizedConfig(selection="greedy", uniform_mix=0.0, priority="point",
 class BufferConfig:
     """The priority buffer: per-problem statistics, pools and the sampler that serves batches."""
 
-    sampler: str = "prioritized"
-    """One of ``prioritized`` (by ω, tuned by ``buffer.prioritized``), ``paper`` (the paper's method
+    sampler: str = "uniform"
+    """The default, ``uniform``, follows the prioritization study (benchmarks/results/prioritization/): no
+    prioritized sampler beat it per generated rollout in any of three regimes, and it trains on the fewest
+    tokens for its accuracy. One of ``prioritized`` (by ω, tuned by ``buffer.prioritized``), ``paper`` (the paper's method
     exactly: greedy top-B, park after one zero-variance group, periodic retest), ``uniform``, ``per``,
     ``prompt_replay``, ``dapo_filter``, ``thompson`` (Thompson selection over a discounted Beta posterior,
     ``buffer.thompson``) or ``skip`` (uniform with an adaptive pre-rollout skip, ``buffer.skip``)."""

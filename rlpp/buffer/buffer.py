@@ -15,14 +15,13 @@ Every public method checks its input completely before changing anything, so a b
 
 from __future__ import annotations
 
-import heapq
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from rlpp.buffer.samplers import Sampler, make_sampler
-from rlpp.buffer.structures import (HEAP, IN_FLIGHT, MAX_PROBLEMS, POOL_NAMES, SOLVED, UNSOLVED, IdSet, key_id, pop_ids,
+from rlpp.buffer.structures import (HEAP, IN_FLIGHT, MAX_PROBLEMS, POOL_NAMES, SOLVED, UNSOLVED, IdSet, LazyHeap, key_id,
                                     visit_key, visit_keys)
 from rlpp.config.buffer import PAPER
 from rlpp.config.schema import BufferConfig, validate
@@ -72,9 +71,12 @@ class PriorityBuffer:
         self.pool = np.zeros(n, dtype=np.int8)
         self.origin = np.zeros(n, dtype=np.int8)  # pool a problem left when it went in flight
         self.counts = np.array([n, 0, 0, 0], dtype=np.int64)
-        self.parked: list[int] = []  # min-heap of visit keys over solved ∪ unsolved (parking samplers)
         # Every problem not in flight, for the prioritized sampler's uniform share (else unused).
         self.mix = self.variant.uniform_mix
+        # Visit keys over solved ∪ unsolved (parking samplers), oldest first; stale entries only with a
+        # uniform share (it takes parked problems behind the queue's back).
+        self.parked = LazyHeap(self._parked_keys, self._parked_live if self.mix else None, self._parked_ids,
+                               lambda: int(self.counts[SOLVED] + self.counts[UNSOLVED]), PARKED_GROWTH, PARKED_SLACK)
         self.available = IdSet(n if self.mix else 0)
         if self.mix:
             self.available.insert(np.arange(n, dtype=np.int64))
@@ -159,8 +161,13 @@ class PriorityBuffer:
         return 0, False
 
     def _pop_parked(self, k: int) -> np.ndarray:
-        # Without a uniform share no entry ever goes stale.
-        return pop_ids(self.parked, k, self._parked_live if self.mix else None)
+        return self.parked.pop(k)
+
+    def _parked_keys(self, ids: np.ndarray) -> list[int]:
+        return visit_keys(self.last_visit[ids], ids).tolist()
+
+    def _parked_ids(self) -> np.ndarray:
+        return np.flatnonzero((self.pool == SOLVED) | (self.pool == UNSOLVED))
 
     def _parked_live(self, key: int) -> bool:
         """Whether a parked-queue entry still stands for its problem (the uniform share may have taken
@@ -287,15 +294,7 @@ class PriorityBuffer:
             self.sampler.insert(ids)
             return
         self.sampler.insert(ids[pools == HEAP])
-        for k in visit_keys(self.last_visit[ids], ids)[pools != HEAP].tolist():
-            heapq.heappush(self.parked, k)
-        if self.mix and len(self.parked) > PARKED_GROWTH * (self.counts[SOLVED] + self.counts[UNSOLVED]) + PARKED_SLACK:
-            self._rebuild_parked()
-
-    def _rebuild_parked(self) -> None:
-        parked = np.flatnonzero((self.pool == SOLVED) | (self.pool == UNSOLVED))
-        self.parked = visit_keys(self.last_visit[parked], parked).tolist()
-        heapq.heapify(self.parked)
+        self.parked.push(ids[pools != HEAP])
 
     # ---------------------------------------------------------------- metrics
     def stats(self, histogram_bins: int = 0) -> dict[str, float]:
@@ -361,9 +360,9 @@ class PriorityBuffer:
         self.available.load_state_dict(state["available"])
         available = np.flatnonzero(self.pool == HEAP) if self.sampler.parks else np.flatnonzero(self.pool != IN_FLIGHT)
         self.sampler.load_state_dict(state["sampler_state"], available)
-        self.parked = []
+        self.parked.clear()
         if self.sampler.parks:
-            self._rebuild_parked()
+            self.parked.rebuild()
 
     # ---------------------------------------------------------------- checking
     def check_invariants(self) -> None:
@@ -373,8 +372,8 @@ class PriorityBuffer:
         assert (self.counts == np.bincount(pool, minlength=4)).all(), "pool counts drifted"
         served = np.sort(self.sampler.members())
         assert len(np.unique(served)) == len(served), "sampler holds a problem twice"
-        live = [k for k in self.parked if self._parked_live(k)] if self.mix else self.parked
-        parked = np.unique(np.array([key_id(k) for k in live], dtype=np.int64))
+        live = self.parked.live_ids(unique=False)
+        parked = np.unique(live)
         assert len(parked) == len(live) or self.mix, "parked queue holds a problem twice"
         if self.mix:
             assert np.array_equal(np.sort(self.available.members()), np.flatnonzero(pool != IN_FLIGHT)), \

@@ -8,14 +8,13 @@ those that do not. The buffer tells it which ids became available (``insert``) a
 
 from __future__ import annotations
 
-import heapq
 import math
 from typing import Any, Callable
 
 import numpy as np
 
-from rlpp.buffer.structures import (HEAP, IdSet, SumTree, add_to_heap, chunks, float_order, float_order_one, key_id,
-                                    packed_key, packed_keys, pop_ids, priority_key, priority_keys)
+from rlpp.buffer.structures import (HEAP, IdSet, LazyHeap, SumTree, float_order, float_order_one, key_id, packed_key,
+                                    packed_keys, priority_key, priority_keys)
 
 PriorityBuffer = Any
 """What a sampler is given: the ``PriorityBuffer`` it serves (its config, rng, step, counters and per-problem
@@ -95,8 +94,9 @@ class PrioritizedSampler(Sampler):
 
     def __init__(self, buf: "PriorityBuffer"):
         super().__init__(buf)
-        self.heap: list[int] = []
-        self.lazy = buf.variant.uniform_mix > 0
+        lazy = buf.variant.uniform_mix > 0
+        self.heap = LazyHeap(self._keys, self._live if lazy else None, lambda: np.flatnonzero(buf.pool == HEAP),
+                             self.__len__, self.HEAP_GROWTH, self.HEAP_SLACK)
 
     def __len__(self) -> int:
         return int(self.buf.counts[HEAP])
@@ -111,11 +111,7 @@ class PrioritizedSampler(Sampler):
         return priority_keys(self._score(b.priority[ids], b.last_visit[ids]), b.last_visit[ids], ids)
 
     def insert(self, ids: np.ndarray) -> None:
-        add_to_heap(self.heap, len(ids), map(self._keys, chunks(ids)))
-        if self.lazy and len(self.heap) > self.HEAP_GROWTH * len(self) + self.HEAP_SLACK:
-            self.heap = []
-            live = np.flatnonzero(self.buf.pool == HEAP)
-            add_to_heap(self.heap, len(live), map(self._keys, chunks(live)))
+        self.heap.push(ids)
 
     def discard(self, ids: np.ndarray) -> None:
         """``ids`` left the heap pool without a pop: their entries are stale now (lazy mode only)."""
@@ -128,12 +124,11 @@ class PrioritizedSampler(Sampler):
         return priority_key(self._score(float(b.priority[i]), lv), lv, i) == key
 
     def members(self) -> np.ndarray:
-        if self.lazy:  # a released problem may have two identical live entries; it is served once
-            return np.unique([key_id(k) for k in self.heap if self._live(k)]).astype(np.int64)
-        return np.array([key_id(k) for k in self.heap], dtype=np.int64)
+        # lazy: a released problem may have two identical live entries; it is served once
+        return self.heap.live_ids(unique=self.heap.live is not None)
 
     def pop(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        out = pop_ids(self.heap, n, self._live if self.lazy else None)
+        out = self.heap.pop(n)
         return out, np.ones(len(out))
 
 
@@ -298,7 +293,7 @@ class PromptReplaySampler(Sampler):
         super().__init__(buf)
         self.ids = IdSet(buf.num_problems)
         self.reuse = np.zeros(buf.num_problems, dtype=np.int32)
-        self.heap: list[int] = []
+        self.heap = LazyHeap(self._keys, self._live, self.ids.members, self.__len__, self.HEAP_GROWTH, self.HEAP_SLACK)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -315,50 +310,33 @@ class PromptReplaySampler(Sampler):
         ids = ids[self._candidates(ids)]
         return packed_keys(float_order(np.abs(b.p_hat[ids] - 0.5)), b.last_visit[ids], ids)
 
-    def _push(self, ids: np.ndarray) -> None:
-        add_to_heap(self.heap, len(ids), map(self._keys, chunks(ids)))
+    def _live(self, key: int) -> bool:
+        """Whether an entry still stands for a candidate: not served since it was pushed, replays left,
+        and not revisited since (Python floats round |p̂ - 0.5| exactly as numpy did in ``_keys``)."""
+        b, i = self.buf, key_id(key)
+        if i not in self.ids or self.reuse[i] >= b.cfg.prompt_replay.max_reuse:
+            return False
+        return key == packed_key(float_order_one(abs(float(b.p_hat[i]) - 0.5)), int(b.last_visit[i]), i)
 
-    def _rebuild(self) -> None:
-        self.heap = []
-        self._push(self.ids.members())
+    def _cooling(self, key: int) -> bool:
+        b = self.buf
+        return b.step - int(b.last_visit[key_id(key)]) < b.cfg.prompt_replay.cooldown_steps
 
     def insert(self, ids: np.ndarray) -> None:
         self.ids.insert(ids)
-        self._push(ids)
-        if len(self.heap) > self.HEAP_GROWTH * len(self.ids) + self.HEAP_SLACK:
-            self._rebuild()
+        self.heap.push(ids)
 
     def members(self) -> np.ndarray:
         return self.ids.members()
 
     def pop(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         b, c = self.buf, self.buf.cfg.prompt_replay
-        want = min(int(c.replay_fraction * n), len(self.ids))
-        heap, ids, reuse, p_hat, last_visit = self.heap, self.ids, self.reuse, b.p_hat, b.last_visit
-        replay: list[int] = []
-        cooling: list[int] = []
-        while len(replay) < want and heap:
-            key = heapq.heappop(heap)
-            i = key_id(key)
-            if i not in ids or reuse[i] >= c.max_reuse:
-                continue  # served since this entry was pushed, or used up its replays
-            lv = int(last_visit[i])
-            # Python floats round |p̂ - 0.5| exactly as numpy did in ``_keys``.
-            if key != packed_key(float_order_one(abs(float(p_hat[i]) - 0.5)), lv, i):
-                continue  # stale: revisited since this entry was pushed
-            if b.step - lv < c.cooldown_steps:
-                cooling.append(key)
-                continue
-            replay.append(i)
-            # Out of the set at once: a release re-pushes an entry identical to one still in the heap,
-            # and that duplicate, popped later in this loop, must read as stale, not serve i again.
-            ids.remove_one(i)
-        for key in cooling:
-            heapq.heappush(heap, key)
-        replay_ids = np.asarray(replay, dtype=np.int64)
-        self.reuse[replay_ids] += 1
-        fresh = self.ids.draw(n - len(replay_ids), b.rng)
-        out = np.concatenate([replay_ids, fresh])
+        replay = self.heap.pop(min(int(c.replay_fraction * n), len(self.ids)), hold=self._cooling)
+        for i in replay.tolist():
+            self.ids.remove_one(i)
+        self.reuse[replay] += 1
+        fresh = self.ids.draw(n - len(replay), b.rng)
+        out = np.concatenate([replay, fresh])
         return out, np.ones(len(out))
 
     def state_dict(self) -> dict:
@@ -367,7 +345,7 @@ class PromptReplaySampler(Sampler):
     def load_state_dict(self, state: dict, available: np.ndarray) -> None:
         self.ids.load_state_dict(state["ids"])
         self.reuse[:] = state["reuse"]
-        self._rebuild()
+        self.heap.rebuild()
 
 
 @register_sampler("thompson")

@@ -122,6 +122,78 @@ def pop_ids(heap: list[int], k: int, live: Callable[[int], bool] | None = None) 
     return np.asarray(out, dtype=np.int64)
 
 
+class LazyHeap:
+    """A min-heap of packed int keys with lazy deletion, the one home of the rule three indexes share
+    (the prioritized samplers' heap, prompt replay's candidates, the buffer's parked queue).
+
+    ``keys(ids)`` gives the entries of ``ids`` (it may leave out ids that do not belong). With ``live``
+    (key -> bool), entries can go stale behind the heap's back: they are skipped when popped, and once
+    the heap holds more than ``growth`` x ``size()`` + ``slack`` entries it is rebuilt from
+    ``current()`` (the ids that belong now). Without ``live`` no entry ever goes stale: pops take the
+    top entries as they are and the heap is never rebuilt. A rebuild serves the same order: every
+    current id has its entry, and copies of one key serve it at most once per pop.
+    """
+
+    def __init__(self, keys: Callable[[np.ndarray], list[int]], live: Callable[[int], bool] | None = None,
+                 current: Callable[[], np.ndarray] | None = None, size: Callable[[], int] | None = None,
+                 growth: float = 2, slack: int = 1024):
+        if live is not None and (current is None or size is None):
+            raise ValueError("a LazyHeap whose entries can go stale needs current() and size() to rebuild")
+        self.keys, self.live, self.current, self.size = keys, live, current, size
+        self.growth, self.slack = growth, slack
+        self.entries: list[int] = []
+
+    def __len__(self) -> int:
+        """Entries, stale ones included."""
+        return len(self.entries)
+
+    def push(self, ids: np.ndarray) -> None:
+        add_to_heap(self.entries, len(ids), map(self.keys, chunks(ids)))
+        if self.live is not None and len(self.entries) > self.growth * self.size() + self.slack:
+            self.rebuild()
+
+    def rebuild(self) -> None:
+        """Entries for exactly the ids that belong now (``current()``), nothing stale; a no-op for a heap
+        without ``current``."""
+        if self.current is None:
+            return
+        self.entries = []
+        ids = self.current()
+        add_to_heap(self.entries, len(ids), map(self.keys, chunks(ids)))
+
+    def clear(self) -> None:
+        self.entries = []
+
+    def pop(self, k: int, hold: Callable[[int], bool] | None = None) -> np.ndarray:
+        """Up to k ids of live entries, in key order. A live entry that ``hold`` accepts is not served
+        now and stays in the heap (e.g. a problem cooling down)."""
+        if hold is None:
+            return pop_ids(self.entries, k, self.live)
+        held: list[int] = []
+        live = self.live
+
+        def serve(key: int) -> bool:
+            if live is not None and not live(key):
+                return False
+            if hold(key):
+                held.append(key)
+                return False
+            return True
+
+        try:
+            return pop_ids(self.entries, k, serve)
+        finally:
+            for key in held:
+                heapq.heappush(self.entries, key)
+
+    def live_ids(self, unique: bool = True) -> np.ndarray:
+        """Ids of the live entries (a full scan: for invariant checks). ``unique=False`` keeps the
+        copies a problem released twice may have."""
+        keys = self.entries if self.live is None else [k for k in self.entries if self.live(k)]
+        ids = np.array([key_id(k) for k in keys], dtype=np.int64)
+        return np.unique(ids) if unique else ids
+
+
 class IdSet:
     """A set of ids in [0, n) with O(1) insert/remove and uniform draws without replacement.
 

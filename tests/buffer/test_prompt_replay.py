@@ -157,14 +157,14 @@ def replay_run(steps=60, n=40):
     buf = buffer_with(cfg, n)
     s = buf.sampler
     rebuilds = 0
-    rebuild = s._rebuild
+    rebuild = s.heap.rebuild
 
     def counted():
         nonlocal rebuilds
         rebuilds += 1
         rebuild()
 
-    s._rebuild = counted
+    s.heap.rebuild = counted
     rng, batches = np.random.default_rng(0), []
     for t in range(steps):
         b = buf.sample(8)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from buffer_helpers import FAST, assert_batches_equal, buffer_with, make_cfg
 from rlpp.buffer import structures
-from rlpp.buffer.structures import IdSet, SumTree
+from rlpp.buffer.structures import IdSet, LazyHeap, SumTree, key_id, visit_keys
 
 N = 40
 
@@ -172,3 +172,64 @@ def test_scalar_priority_keys_match_the_vector_ones_and_order_any_sign(scores, l
     # higher score first (a min-heap pops the smallest key), whatever the sign
     by_key = [scores[k] for k in np.argsort(np.array(keys, dtype=object), kind="stable")]
     assert by_key == sorted(scores, reverse=True)
+
+
+class Model:
+    """What a lazy heap stands for: a dict id -> version; an entry (version << 32 | id) is live while
+    its id still has that version. Lower versions are served first."""
+
+    def __init__(self):
+        self.version: dict[int, int] = {}
+
+    def keys(self, ids):
+        return [(self.version[int(i)] << 32) | int(i) for i in ids]
+
+    def live(self, key):
+        return self.version.get(key_id(key)) == key >> 32
+
+    def current(self):
+        return np.array(sorted(self.version), dtype=np.int64)
+
+
+@settings(max_examples=200, **FAST)
+@given(st.lists(st.tuples(st.sampled_from(["push", "bump", "drop", "pop"]), st.integers(0, 7), st.integers(1, 5)),
+                max_size=60), st.sampled_from([(2, 0), (1, 0), (2, 1024)]))
+def test_lazy_heap_serves_like_a_sorted_dict_and_stays_bounded(ops, bound):
+    m = Model()
+    heap = LazyHeap(m.keys, m.live, m.current, lambda: len(m.version), growth=bound[0], slack=bound[1])
+    for op, i, k in ops:
+        if op == "push" and i not in m.version:
+            m.version[i] = k
+            heap.push(np.array([i]))
+        elif op == "bump" and i in m.version:  # its old entry goes stale; the new one is pushed
+            m.version[i] += k
+            heap.push(np.array([i]))
+        elif op == "drop":  # leaves behind the heap's back
+            m.version.pop(i, None)
+        elif op == "pop":
+            want = sorted(m.version, key=lambda j: (m.version[j], j))[:k]
+            assert heap.pop(k).tolist() == want
+            for j in want:
+                del m.version[j]
+        if op in ("push", "bump"):  # a push leaves at most growth x live + slack entries (drops leave stale ones)
+            assert len(heap) <= bound[0] * len(m.version) + bound[1]
+        assert sorted(heap.live_ids().tolist()) == sorted(m.version)
+
+
+def test_lazy_heap_serves_a_key_pushed_twice_once_and_holds_what_it_is_told():
+    m = Model()
+    m.version = {1: 1, 2: 2, 3: 3}
+    heap = LazyHeap(m.keys, m.live, m.current, lambda: len(m.version))
+    heap.push(np.array([1, 2, 3]))
+    heap.push(np.array([1]))  # a release re-pushes an identical entry
+    assert heap.pop(2, hold=lambda key: key_id(key) == 2).tolist() == [1, 3]
+    assert len(heap) == 1 and heap.pop(5).tolist() == [2]  # the held entry stayed, the duplicate went
+
+
+def test_lazy_heap_without_liveness_pops_what_it_holds_and_never_rebuilds():
+    heap = LazyHeap(lambda ids: visit_keys(np.zeros(len(ids), dtype=np.int64), ids).tolist(), growth=1, slack=0)
+    heap.push(np.array([5, 3, 9]))
+    heap.rebuild()  # a heap without liveness has no stale entries to drop: a no-op
+    assert len(heap) == 3 and heap.pop(2).tolist() == [3, 5] and heap.live_ids().tolist() == [9]
+    with pytest.raises(ValueError, match="needs current"):
+        LazyHeap(lambda ids: [], live=lambda key: True)

@@ -139,10 +139,12 @@ def _train(cfg) -> int:
     import logging
 
     from rlpp.metrics import check_trackers
-    from rlpp.trainer import Trainer, TrainingStopped
 
     check_trackers(cfg.log)  # a tracker package missing fails now, not after the warm start and the actors
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _start_ray_while_importing(cfg)
+    from rlpp.trainer import Trainer, TrainingStopped
+
     try:
         with Trainer(cfg) as trainer:  # every actor is torn down however the run ends
             summary = trainer.fit()
@@ -159,6 +161,32 @@ def _train(cfg) -> int:
     except Exception as e:  # noqa: BLE001 - a plot must never fail a finished run
         logging.getLogger(__name__).warning("plots not written: %s", e)
     return 0
+
+
+def _start_ray_while_importing(cfg) -> None:
+    """Start (or join) Ray while the trainer's modules load in a thread: ``ray.init`` mostly waits on the
+    processes it starts, the imports (torch, transformers: seconds) mostly compute, so the two overlap.
+    An import error is raised here as it would be by a plain import."""
+    import threading
+
+    from rlpp.distributed.local import init_ray
+
+    failed: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            import rlpp.trainer  # noqa: F401
+        except BaseException as e:  # noqa: BLE001 - re-raised on the main thread
+            failed.append(e)
+
+    loader = threading.Thread(target=load, name="rlpp-imports", daemon=True)
+    loader.start()
+    try:
+        init_ray(cfg)
+    finally:
+        loader.join()
+    if failed:
+        raise failed[0]
 
 
 def format_summary(s: dict) -> str:

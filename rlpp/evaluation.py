@@ -113,7 +113,7 @@ def run_eval(cfg, model: str) -> dict:
     from rlpp.distributed.placement import check_fits
     from rlpp.recipes.warmstart import prepare_model
     from rlpp.reward.registry import check_reward
-    from rlpp.trainer import init_ray
+    from rlpp.distributed.local import init_ray
 
     check_reward(cfg.reward.name)
     train, dev, held_out = load_problems(cfg.data)

@@ -32,6 +32,41 @@ class TrackerError(RuntimeError):
     message is one line and starts with the config key."""
 
 
+def process_age() -> float:
+    """Seconds since this process started, as the kernel recorded its start (so interpreter start-up and
+    imports count too)."""
+    import psutil  # a dependency of deepspeed and accelerate
+
+    return time.time() - psutil.Process().create_time()
+
+
+class StartupClock:
+    """The run's start-up, from process start to its first step: ``mark(name)`` closes a phase at the
+    current process age; ``metrics()`` reads ``startup/<name>_s`` per phase and ``startup/total_s``."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {"process": process_age()}  # interpreter, imports, config
+        self.last = self.phases["process"]
+
+    def mark(self, name: str) -> None:
+        now = process_age()
+        self.phases[name] = self.phases.get(name, 0.0) + now - self.last
+        self.last = now
+
+    def add(self, phases: dict[str, float]) -> None:
+        """Sub-phases measured elsewhere (inside ``build_parts``), already counted by an enclosing mark."""
+        self.phases.update(phases)
+
+    def metrics(self) -> dict[str, float]:
+        out = {f"startup/{k}_s": v for k, v in self.phases.items()}
+        out["startup/total_s"] = self.last
+        return out
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in self.phases.items() if "." not in k)
+        return f"start-up: {self.last:.1f} s from process start to the first step ({parts})"
+
+
 class PhaseTimer:
     """Accumulates wall time per named phase: ``with timer("generate"): ...``; ``metrics()`` reads them."""
 

@@ -26,12 +26,12 @@ from rlpp.config.loader import to_yaml
 from rlpp.config.schema import Config, ConfigError
 from rlpp.data.loader import load_problems
 from rlpp.distributed.groups import RolloutFailed
-from rlpp.distributed.local import keep_local_ray_on_loopback
+from rlpp.distributed.local import init_ray
 from rlpp.distributed.placement import PlacementError
 from rlpp.distributed.runtime import Parts, build_parts
 from rlpp.distributed.weight_sync import SyncTimeout
 from rlpp.evaluation import evaluate
-from rlpp.metrics import MetricsSink, PhaseTimer
+from rlpp.metrics import MetricsSink, PhaseTimer, StartupClock
 from rlpp.recipes.warmstart import prepare_model
 from rlpp.progress import Progress
 from rlpp.reward.registry import check_reward
@@ -49,6 +49,7 @@ class Trainer:
     setting up) tears them down."""
 
     def __init__(self, cfg: Config, parts: Parts | None = None):
+        self.startup = StartupClock()
         self.cfg = cfg
         self.out = Path(cfg.trainer.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -57,11 +58,16 @@ class Trainer:
         resume_from = checkpoint.resolve(cfg.trainer.resume, self.out)  # a bad checkpoint too, before any actor
         self.train_set, self.dev_set, self.eval_set = load_problems(cfg.data)
         _check_pool(cfg.trainer, len(self.train_set))
+        self.startup.mark("data")
         if parts is None:
             model_path, warmstart = prepare_model(cfg, self.dev_set, self.eval_set)
+            self.startup.mark("warm_start")
             init_ray(cfg)
+            self.startup.mark("ray")
             problems = {"train": self.train_set, "dev": self.dev_set, "eval": self.eval_set}
             parts = build_parts(cfg, self.out, problems, model_path, warmstart)
+            self.startup.mark("actors")
+            self.startup.add({f"actors.{k}": v for k, v in parts.startup.items()})
         self.parts = parts
         self.buffer, self.rollouts, self.learners = parts.buffer, parts.rollouts, parts.learners
         self.sync_weights, self.control = parts.sync_weights, parts.control
@@ -94,8 +100,11 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict:
         cfg, t_start = self.cfg.trainer, time.perf_counter()
+        self.startup.mark("set_up")
         if self.start_step == 0:
             self.history.append(self._evaluate_all(step=0))
+            self.startup.mark("initial_eval")
+        log.info("%s", self.startup.summary())
         self.progress = Progress(cfg.steps, self.start_step, self.cfg.log.progress_bar)
         step = self._fit_pipelined() if cfg.mode == "pipelined" else self._fit_sync()
         self.progress.close()
@@ -247,6 +256,8 @@ class Trainer:
         metrics.update(self._rollout_metrics(result, timer))
         metrics["rollout/actors"] = len(self.rollouts.actors)
         metrics["time/step"] = timer.total()
+        if step == self.start_step + 1:  # the run's (or the resumed run's) first step
+            metrics.update(self.startup.metrics())
         metrics["time/rollout_idle_frac"] = max(0.0, 1.0 - result.metrics.get("time/generate", 0.0) / max(timer.total(), 1e-9))
         self.sink.log(step, metrics)
         last = step == cfg.steps or 0 < cfg.max_rollouts <= self.rollouts_done
@@ -488,16 +499,3 @@ def _take(result: RolloutResult, rows: np.ndarray) -> RolloutResult:
     return RolloutResult(result.ids[rows], [result.prompt_ids[i] for i in rows], [result.completions[i] for i in rows],
                          result.rewards[rows], [result.texts[i] for i in rows], result.metrics,
                          None if result.weights is None else result.weights[rows])
-
-
-def init_ray(cfg: Config) -> None:
-    if ray.is_initialized():
-        return
-    if cfg.ray.address:
-        ray.init(address=cfg.ray.address)
-    elif os.environ.get("RAY_ADDRESS"):  # set for the entrypoint of a submitted Ray job
-        ray.init()
-    else:  # a private local instance, on loopback only
-        keep_local_ray_on_loopback()
-        ray.init(num_cpus=cfg.ray.num_cpus or None, include_dashboard=False, log_to_driver=False,
-                 _node_ip_address="127.0.0.1")

@@ -45,7 +45,9 @@ class RolloutGroup:
     between steps (``resize``)."""
 
     def __init__(self, cfg: Config, model_path: str, problems: dict[str, ProblemSet], seed: int,
-                 colocated: PlacementGroup | None = None):
+                 colocated: PlacementGroup | None = None, wait: bool = True):
+        """``wait=False`` returns once the actors are requested; ``wait_started`` then waits for their
+        engines (so the learners can start meanwhile)."""
         rc = cfg.rollout
         self.cfg, self.model_path, self.seed = cfg, model_path, seed
         self.colocated = colocated
@@ -58,7 +60,7 @@ class RolloutGroup:
         self.actors: list = []
         self.groups: list = []
         try:
-            self.resize(rc.num_actors)
+            self.resize(rc.num_actors, wait=wait)
         except BaseException:  # the actors and placement groups started before the failure go too
             self.shutdown()
             raise
@@ -72,10 +74,12 @@ class RolloutGroup:
     def request(self, count: int) -> Request:
         return self.request_for(self.cfg, count)
 
-    def resize(self, count: int, weights: Callable[[], ray.ObjectRef] | None = None, version: int | None = None) -> list:
+    def resize(self, count: int, weights: Callable[[], ray.ObjectRef] | None = None, version: int | None = None,
+               wait: bool = True) -> list:
         """Grow or shrink to ``count`` actors; returns the new ones, which load ``weights()`` (the
         current weights) before they can serve a batch, or else hold the initial ones. Call between
-        steps: a removed actor holds no work then."""
+        steps: a removed actor holds no work then. ``wait=False`` (no ``weights``) leaves waiting for
+        the new actors' engines to ``wait_started``."""
         if count < 1:
             raise ValueError(f"a run needs at least one rollout actor, got {count}")
         while len(self.actors) > count:
@@ -100,10 +104,18 @@ class RolloutGroup:
             self.actors.append(actor)
             self.groups.append(pg)
             new.append(actor)
-        ray.get([a.ping.remote() for a in new])
+        if not wait:
+            if weights is not None:
+                raise ValueError("resize(wait=False) cannot load weights into actors not yet started")
+            return new
+        self.wait_started(new)
         if new and weights is not None:
             self.load_weights(weights(), new, version)
         return new
+
+    def wait_started(self, actors: list | None = None) -> None:
+        """Wait until ``actors`` (default: all) have built their engines; raises the first one's error."""
+        ray.get([a.ping.remote() for a in (self.actors if actors is None else actors)])
 
     def generate(self, split: str, ids: np.ndarray, sampling: Sampling) -> RolloutResult:
         """Scored groups for ``ids``; raises ``RolloutFailed`` naming the ids that got no result."""

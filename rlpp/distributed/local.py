@@ -23,3 +23,20 @@ def keep_local_ray_on_loopback() -> None:
     constants = sys.modules.get("ray._private.ray_constants")
     if constants is not None:  # read at import: set the imported value too
         constants.ENABLE_RAY_CLUSTER = False
+
+
+def init_ray(cfg) -> None:
+    """Join the cluster a run is meant for (``ray.address``, or a Ray job's ``RAY_ADDRESS``), or start a
+    private local instance on loopback; nothing if Ray is already initialized in this process."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if cfg.ray.address:
+        ray.init(address=cfg.ray.address)
+    elif os.environ.get("RAY_ADDRESS"):  # set for the entrypoint of a submitted Ray job
+        ray.init()
+    else:  # a private local instance, on loopback only
+        keep_local_ray_on_loopback()
+        ray.init(num_cpus=cfg.ray.num_cpus or None, include_dashboard=False, log_to_driver=False,
+                 _node_ip_address="127.0.0.1")

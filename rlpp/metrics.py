@@ -34,10 +34,16 @@ class TrackerError(RuntimeError):
 
 def process_age() -> float:
     """Seconds since this process started, as the kernel recorded its start (so interpreter start-up and
-    imports count too)."""
-    import psutil  # a dependency of deepspeed and accelerate
+    imports count too). On Linux from ``/proc/self/stat`` against the boot clock (psutil's create time
+    adds the boot time, which ``/proc/stat`` rounds to whole seconds)."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, AttributeError, ValueError, IndexError):
+        import psutil  # a dependency of deepspeed and accelerate
 
-    return time.time() - psutil.Process().create_time()
+        return time.time() - psutil.Process().create_time()
 
 
 class StartupClock:

@@ -35,6 +35,12 @@ def test_rlpp_train_end_to_end(tmp_path, small_run):
             assert r[f"time/{phase}"] >= 0
     assert any("train/loss" in r for r in steps)
     assert steps[-1]["buffer/updates"] == 8 * 12
+    # start-up, logged once with the first step: its phases add up to the process age at step 1
+    assert [r["step"] for r in records if "startup/total_s" in r] == [1]
+    up = steps[0]
+    top = sum(v for k, v in up.items() if k.startswith("startup/") and "." not in k and k != "startup/total_s")
+    assert up["startup/actors_s"] > 0 and up["startup/total_s"] == pytest.approx(top)
+    assert "start-up: " in proc.stderr
     evals = [r for r in records if "eval/accuracy" in r]
     assert [e["step"] for e in evals] == [0, 6, 12]
     assert evals[0]["eval/accuracy"] != evals[-1]["eval/accuracy"]  # the policy moved

@@ -8,8 +8,9 @@ measured in the same run, and the learner/rollout idle fractions the runs logged
 
     python benchmarks/pipeline_bench.py --steps 40 --reps 3
 
-Run it alone on the machine: the learner and the rollout actor each use 2 torch threads by default, and
-``--threads 1`` gives each one thread (on 2 cores the two phases then overlap without oversubscription).
+Run it alone on the machine. Each mode runs at its automatic torch thread count (2 per actor in sync
+mode, 1 per actor in pipelined mode on this machine's CPU reservations); ``sync_1thread`` and
+``pipelined_k1_2threads`` swap them, ``--threads N`` forces N everywhere.
 """
 
 from __future__ import annotations
@@ -25,12 +26,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {"sync": ["trainer.mode=sync"],
+           "sync_1thread": ["trainer.mode=sync", "learner.torch_threads=1", "rollout.torch_threads=1"],
            "pipelined_k1": ["trainer.mode=pipelined", "trainer.max_staleness=1"],
-           "pipelined_k2": ["trainer.mode=pipelined", "trainer.max_staleness=2"]}
+           "pipelined_k2": ["trainer.mode=pipelined", "trainer.max_staleness=2"],
+           "pipelined_k1_2threads": ["trainer.mode=pipelined", "trainer.max_staleness=1", "learner.torch_threads=2",
+                                     "rollout.torch_threads=2"]}
+"""Each mode at its automatic thread count (``Config.torch_threads``: 2 per actor in sync mode, the actor's CPU
+reservation, 1 here, in pipelined mode), and each at the other's count."""
 
 
 def one_run(name: str, steps: int, skip: int, threads: int | None, out: Path) -> dict:
-    extra = [f"learner.torch_threads={threads}", f"rollout.torch_threads={threads}"] if threads else []
+    extra = [f"learner.torch_threads={threads}", f"rollout.torch_threads={threads}"] if threads else []  # last wins
     cmd = [sys.executable, "-m", "rlpp.cli", "train", str(ROOT / "configs/tiny.yaml"), *CONFIGS[name], *extra,
            f"trainer.steps={steps}", "trainer.eval_every=0", f"trainer.output_dir={out}", "log.progress_bar=false",
            "log.tensorboard=false", "log.buffer_snapshots=false"]
@@ -54,8 +60,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--skip", type=int, default=3, help="first steps left out (caches warm up)")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads per actor (0: the config's)")
-    ap.add_argument("--configs", default="sync,pipelined_k1,pipelined_k2")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per actor in every config (0: each config's)")
+    ap.add_argument("--configs", default="sync,pipelined_k1,pipelined_k2", help=f"any of {', '.join(CONFIGS)}")
     ap.add_argument("--json")
     args = ap.parse_args()
     names = args.configs.split(",")

@@ -85,7 +85,7 @@ def engine_overhead(engine_kind: str, reps: int) -> dict[str, float]:
         ray.shutdown()
     import torch
 
-    torch.set_num_threads(rc.torch_threads)
+    torch.set_num_threads(cfg.torch_threads("rollout"))
     kwargs = {"max_model_len": 64} if engine_kind == "vllm" else {}
     engine = create_engine(engine_kind, model_path, seed=0, **kwargs)
     tok = load_tokenizer(model_path)

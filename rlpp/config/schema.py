@@ -227,8 +227,8 @@ class RolloutConfig:
     """Times Ray restarts a rollout actor that died; its problems go back to the buffer meanwhile."""
     gpus_per_actor: float = 0
     """GPUs Ray reserves per rollout actor (vLLM on GPU: tensor_parallel_size)."""
-    torch_threads: int = 2
-    """torch intra-op threads in a rollout actor on CPU."""
+    torch_threads: int = 0
+    """torch intra-op threads in a rollout actor on CPU; 0: auto (see ``Config.torch_threads``)."""
     group_size: int = 8
     """Samples per problem (G)."""
     temperature: float = 1.0
@@ -261,7 +261,7 @@ class RolloutConfig:
         yield from at_least("cpus_per_actor", self.cpus_per_actor, 0)
         yield from at_least("max_restarts", self.max_restarts, 0)
         yield from at_least("gpus_per_actor", self.gpus_per_actor, 0)
-        yield from at_least("torch_threads", self.torch_threads, 1)
+        yield from at_least("torch_threads", self.torch_threads, 0)
         if self.group_size < 2:
             yield "group_size", (f"must be >= 2, got {self.group_size}: GRPO's advantage is a reward minus its group's "
                                  "mean, so a group of one always has advantage 0 and nothing is learned")
@@ -358,8 +358,8 @@ class LearnerConfig:
     """CPUs Ray reserves per learner actor."""
     gpus_per_actor: float = 0
     """GPUs per learner actor (0: train on CPU with gloo; 1: CUDA with NCCL)."""
-    torch_threads: int = 2
-    """torch intra-op threads in a learner actor on CPU."""
+    torch_threads: int = 0
+    """torch intra-op threads in a learner actor on CPU; 0: auto (see ``Config.torch_threads``)."""
     zero_stage: int = 0
     """DeepSpeed ZeRO stage 0-3."""
     lr: float = 3e-5
@@ -392,7 +392,7 @@ class LearnerConfig:
         yield from at_least("mini_batches", self.mini_batches, 1)
         yield from at_least("cpus_per_actor", self.cpus_per_actor, 0)
         yield from at_least("gpus_per_actor", self.gpus_per_actor, 0)
-        yield from at_least("torch_threads", self.torch_threads, 1)
+        yield from at_least("torch_threads", self.torch_threads, 0)
         yield from in_range("zero_stage", self.zero_stage, 0, 3)
         yield from in_range("lr", self.lr, 0.0, 1.0, lo_open=True)
         yield from at_least("weight_decay", self.weight_decay, 0.0)
@@ -617,6 +617,18 @@ class Config:
             nccl = "object_store" if self.trainer.mode == "pipelined" else "nccl"
             mode = ("ipc" if self.rollout.colocate else nccl) if gpu else "object_store"
         return mode
+
+    def torch_threads(self, part: str) -> int:
+        """The torch threads of a ``rollout`` or ``learner`` actor on CPU: its ``torch_threads``, or with 0
+        (auto) 2 in sync mode, where the phases take turns and each may use the cores the other waits on,
+        and the actor's CPU reservation (``cpus_per_actor``, at least 1) in pipelined mode, where they run
+        at once: 2 threads each on 2 cores made pipelined steps 4x slower than sync (OpenMP threads
+        spin-wait on cores the other actor needs), 1 each made them 1.7x faster
+        (``benchmarks/pipeline_bench.py``)."""
+        group = {"rollout": self.rollout, "learner": self.learner}[part]
+        if group.torch_threads:
+            return group.torch_threads
+        return max(1, int(group.cpus_per_actor)) if self.trainer.mode == "pipelined" else 2
 
     def _problems(self) -> Problems:
         yield from at_least("seed", self.seed, 0)

@@ -54,7 +54,7 @@ class RolloutGroup:
         self.gpus = colocated_gpu_share(cfg) if colocated is not None else _rollout_gpus(cfg)
         self.actor_cls = ray.remote(RolloutWorker)
         self.actor_opts = dict(num_cpus=rc.cpus_per_actor, num_gpus=self.gpus, max_restarts=rc.max_restarts,
-                               runtime_env=actor_env(rc.torch_threads))
+                               runtime_env=actor_env(cfg.torch_threads("rollout")))
         # Stored once, shared by every actor; held here so a restarted actor can still read it.
         self.problems_ref = ray.put(problems)
         self.actors: list = []
@@ -235,7 +235,7 @@ class LearnerGroup:
         lc = cfg.learner
         actor = ray.remote(Learner)
         self.actors = [actor.options(num_cpus=lc.cpus_per_actor, num_gpus=gpus,
-                                     runtime_env=actor_env(lc.torch_threads),
+                                     runtime_env=actor_env(cfg.torch_threads("learner")),
                                      scheduling_strategy=in_group(self.pg, rank)).remote(cfg, model_path, rank, lc.num_actors)
                        for rank in range(lc.num_actors)]
         addr, port = ray.get(self.actors[0].endpoint.remote())

@@ -109,7 +109,7 @@ class Learner:
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(rank),
                           WORLD_SIZE=str(world_size), LOCAL_RANK="0")
         if not use_cuda:
-            torch.set_num_threads(cfg.learner.torch_threads)
+            torch.set_num_threads(cfg.torch_threads("learner"))
             clear_stale_build_lock()
         import deepspeed
 

@@ -59,7 +59,7 @@ class RolloutWorker:
     def __init__(self, cfg: Config, model_path: str, problems: dict[str, ProblemSet], seed: int):
         rc = cfg.rollout
         if rc.gpus_per_actor == 0:
-            torch.set_num_threads(rc.torch_threads)
+            torch.set_num_threads(cfg.torch_threads("rollout"))
         self.cfg = cfg
         self.problems = problems
         self.tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)

@@ -177,3 +177,14 @@ def test_a_newly_registered_sampler_is_selectable_by_config():
         assert type(PriorityBuffer(cfg.buffer, 10).sampler) is NewestFirst
     finally:
         del SAMPLERS["newest_first"]
+
+
+def test_torch_threads_auto_takes_turns_in_sync_mode_and_splits_the_cpus_when_pipelined():
+    sync = load_config(None, [])
+    assert (sync.torch_threads("rollout"), sync.torch_threads("learner")) == (2, 2)
+    piped = load_config(None, ["trainer.mode=pipelined", "learner.cpus_per_actor=3", "rollout.cpus_per_actor=0.5"])
+    assert (piped.torch_threads("rollout"), piped.torch_threads("learner")) == (1, 3)
+    fixed = load_config(None, ["trainer.mode=pipelined", "rollout.torch_threads=4"])
+    assert fixed.torch_threads("rollout") == 4
+    with pytest.raises(ConfigError, match="learner.torch_threads"):
+        load_config(None, ["learner.torch_threads=-1"])

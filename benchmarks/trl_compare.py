@@ -4,7 +4,8 @@ The work: the tiny default's warm-started model (cached), its training problems,
 completions per step, at most 8 new tokens at temperature 1, the arithmetic reward, the GRPO loss
 (sequence mean, group-std-scaled advantages, clip 0.2, no KL, one optimizer step per batch), AdamW at
 lr 3e-5, fp32 on CPU, every group trained on (rlpp's ``algo.drop_zero_variance=false``, as TRL keeps
-zero-advantage groups). rlpp runs ``rlpp train`` (sync mode, real Ray actors, HF engine) and logs
+zero-advantage groups). rlpp runs ``rlpp train`` (each of ``--modes``: sync, and pipelined with
+max_staleness 1, which TRL's synchronous trainer does not do; real Ray actors, HF engine) and logs
 ``time/step``; TRL runs ``GRPOTrainer`` in a fresh process with a callback timing each step (its
 generation happens inside the step). The two alternate ``--reps`` times; each run's figure is the median
 step time after ``--skip`` warm-up steps; the report gives the median over reps and rlpp / TRL.
@@ -30,8 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 B, G, NEW_TOKENS, LR = 16, 8, 8, 3e-5
 
 
-def run_rlpp(steps: int, skip: int, out: Path) -> dict:
+def run_rlpp(steps: int, skip: int, out: Path, mode: str = "sync") -> dict:
     cmd = [sys.executable, "-m", "rlpp.cli", "train", str(ROOT / "configs/tiny.yaml"), "buffer.sampler=uniform",
+           f"trainer.mode={mode}",
            f"trainer.batch_size={B}", f"rollout.group_size={G}", f"rollout.max_new_tokens={NEW_TOKENS}",
            f"learner.lr={LR}", "algo.loss=grpo", "algo.drop_zero_variance=false", f"trainer.steps={steps}",
            "trainer.eval_every=0", f"trainer.output_dir={out}", "log.progress_bar=false", "log.tensorboard=false",
@@ -108,18 +110,22 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--skip", type=int, default=3)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--modes", default="sync,pipelined", help="rlpp's trainer.mode values to run")
     ap.add_argument("--json")
     args = ap.parse_args()
-    res: dict[str, list[dict]] = {"rlpp": [], "trl": []}
+    runs = {f"rlpp_{m}": (lambda steps, skip, out, m=m: run_rlpp(steps, skip, out, m)) for m in args.modes.split(",")}
+    runs["trl"] = run_trl
+    res: dict[str, list[dict]] = {name: [] for name in runs}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.reps):  # alternating, so drift over the run hits both alike
-            for name, fn in (("rlpp", run_rlpp), ("trl", run_trl)):
+            for name, fn in runs.items():
                 r = fn(args.steps, args.skip, Path(tmp) / f"{name}_{rep}")
                 res[name].append(r)
                 print(f"rep {rep} {name}: {r['step_s'] * 1000:.0f} ms/step (process {r['process_s']:.0f} s)", flush=True)
     med = {n: statistics.median(r["step_s"] for r in rs) for n, rs in res.items()}
-    print(f"\nseconds per step, median of {args.reps} runs x {args.steps - args.skip} steps: rlpp {med['rlpp']:.3f}, "
-          f"TRL {med['trl']:.3f}; rlpp / TRL = {med['rlpp'] / med['trl']:.2f}x (target <= 0.8x)")
+    print(f"\nseconds per step, median of {args.reps} runs x {args.steps - args.skip} steps (target: rlpp / TRL <= 0.8x):")
+    for name, v in med.items():
+        print(f"  {name:<16} {v:.3f} s   {v / med['trl']:.2f}x TRL")
     if args.json:
         Path(args.json).write_text(json.dumps({"median_step_s": med, "runs": res}, indent=1))
     return 0

@@ -15,8 +15,9 @@ import torch
 
 from rlpp.metrics import read_metrics
 
-# Wall-clock measurements differ between any two runs; everything else must match exactly.
-VOLATILE = ("time/", "rollout/tokens_per_s")
+# Wall-clock measurements differ between any two runs (and start-up is logged with each process's first
+# step, so a resumed run logs it again); everything else must match exactly.
+VOLATILE = ("time/", "startup/", "rollout/tokens_per_s")
 
 
 def command(out, small_run, *extra):

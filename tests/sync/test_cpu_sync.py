@@ -40,8 +40,7 @@ def test_rollout_matches_learner_after_sync(ray_local, tiny_model_dir, tmp_path,
         def learner_ids(weights):
             engine = HFEngine(model=load_model(tiny_model_dir), seed=None)
             engine.load_weights(weights.items())  # tied lm_head arrives once, as the embeddings
-            result = engine.generate(
-                [ray.get(rollouts.actors[0]._prompt.remote("train", int(i))) for i in ids], greedy)
+            result = engine.generate(ray.get(rollouts.actors[0]._prompts.remote("train", ids)), greedy)
             return [g[0].token_ids for g in result]
 
         before = rollout_ids()

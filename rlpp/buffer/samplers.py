@@ -125,7 +125,7 @@ class PrioritizedSampler(Sampler):
 
     def members(self) -> np.ndarray:
         # lazy: a released problem may have two identical live entries; it is served once
-        return self.heap.live_ids(unique=self.heap.live is not None)
+        return self.heap.live_ids(unique=self.heap.lazy)
 
     def pop(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         out = self.heap.pop(n)

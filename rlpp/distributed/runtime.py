@@ -17,13 +17,14 @@ in-process fakes instead and drives the loop without Ray.
 
 from __future__ import annotations
 
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import ray
+
+from rlpp.metrics import PhaseTimer
 
 
 class ActorClient:
@@ -69,16 +70,8 @@ def build_parts(cfg, out: Path, problems: dict, model_path: str, warmstart: dict
     from rlpp.models.tiny import load_tokenizer
 
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
-    seconds: dict[str, float] = {}
+    timer = PhaseTimer()  # seconds each part took to start
     with ExitStack() as stack:
-        t = time.perf_counter()
-
-        def lap(name: str) -> None:
-            nonlocal t
-            now = time.perf_counter()
-            seconds[name] = seconds.get(name, 0.0) + now - t
-            t = now
-
         if cfg.ray.check_resources:  # fail now, naming the keys, rather than wait on what can never fit
             check_fits(run_requests(cfg))
         buffer = ActorClient(create_buffer_actor(cfg.buffer, len(problems["train"]), seed=cfg.seed, num_cpus=0))
@@ -89,20 +82,20 @@ def build_parts(cfg, out: Path, problems: dict, model_path: str, warmstart: dict
         shared = reserve_colocated(cfg) if cfg.rollout.colocate else None
         if shared is not None:
             stack.callback(release, shared)
-        rollouts = RolloutGroup(cfg, model_path, problems, seed=cfg.seed, colocated=shared, wait=shared is not None)
-        stack.callback(rollouts.shutdown)
-        lap("rollouts")
-        learners = LearnerGroup(cfg, model_path, colocated=shared)
-        stack.callback(learners.shutdown)
-        lap("learners")
-        rollouts.wait_started()
-        lap("rollouts")
-        sync = WeightSync(cfg, learners, rollouts)
-        control = ActorClient(start_control(out, len(rollouts.actors)))
-        stack.callback((out / CONTROL_FILE).unlink, missing_ok=True)
-        stack.callback(control.kill)
-        buffer.stats()  # created first, it has long been ready: its errors surface here, not at step 1
-        lap("sync_control_buffer")
+        with timer("rollouts"):
+            rollouts = RolloutGroup(cfg, model_path, problems, seed=cfg.seed, colocated=shared, wait=shared is not None)
+            stack.callback(rollouts.shutdown)
+        with timer("learners"):
+            learners = LearnerGroup(cfg, model_path, colocated=shared)
+            stack.callback(learners.shutdown)
+        with timer("rollouts"):
+            rollouts.wait_started()
+        with timer("sync_control_buffer"):
+            sync = WeightSync(cfg, learners, rollouts)
+            control = ActorClient(start_control(out, len(rollouts.actors)))
+            stack.callback((out / CONTROL_FILE).unlink, missing_ok=True)
+            stack.callback(control.kill)
+            buffer.stats()  # created first, it has long been ready: its errors surface here, not at step 1
         teardown = stack.pop_all()
     return Parts(buffer, rollouts, learners, sync, control, model_path=model_path, tokenizer=tokenizer,
-                 pad_id=tokenizer.pad_token_id, warmstart=warmstart, close=teardown.close, startup=seconds)
+                 pad_id=tokenizer.pad_token_id, warmstart=warmstart, close=teardown.close, startup=dict(timer.totals))

@@ -27,7 +27,8 @@ What happens to a call, and its metric (every call is in exactly one):
 * its worker dies any other way (a segfault, ``os._exit``, an abort): 0, ``reward/crashes``.
 
 A killed or dead worker's unstarted calls go back to the queue for the other workers, and a
-replacement starts at once (its start-up does not count against any deadline). A worker also exits by
+replacement starts at once; a worker found dead when a chunk is about to go to it (its process state,
+not only its pipe: a killed worker's pipes can stay open a moment after it is dead) takes none (its start-up does not count against any deadline). A worker also exits by
 itself when its parent dies, even one killed with SIGKILL (it watches its command pipe and its parent
 pid). ``close`` SIGKILLs every worker's process group and reaps it; a ``weakref.finalize`` does the same
 when the scorer is garbage collected or the interpreter exits, so no worker outlives its scorer. The
@@ -317,6 +318,18 @@ class _Worker:
                 return None
             time.sleep(0.001)
 
+    def exited(self) -> bool:
+        """Whether the worker's main thread has exited (it is a zombie, or gone) -- true as soon as it
+        dies, while a write to its command pipe can still succeed: its other thread may hold the pipe's
+        read end open a while longer as it exits. False where there is no ``/proc`` (the pipe then
+        tells, a moment later)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat", "rb") as f:
+                state = f.read().rpartition(b")")[2].split(None, 1)[0]
+        except (OSError, IndexError):
+            return False
+        return state in (b"Z", b"X")
+
     def kill(self) -> None:
         """SIGKILL the worker's process group (anything its reward started too), reap it, close the pipes.
         The group goes before the reaping, so its id cannot have been reused."""
@@ -380,6 +393,8 @@ class _WorkerPool:
     def _dispatch(self, w: _Worker, todo: deque, completions: list[str], answers: list[str]) -> None:
         chunk = todo.popleft()
         try:
+            if w.exited():
+                raise BrokenPipeError
             w.inbox.send(([completions[i] for i in chunk], [answers[i] for i in chunk]))
         except OSError:  # it died while idle (nothing of this batch was lost)
             todo.appendleft(chunk)

@@ -27,8 +27,18 @@ def scripted(completion: str, answer: str) -> object:
     * ``pid``: the process id; ``limit``: the address-space limit in MiB (-1: none);
     * ``orphan``: starts a child process that sleeps 60 s, writes its pid to the file named by
       ``answer``, then hangs;
+    * ``hold_inbox``: starts a process in a session of its own (out of reach of the scorer's kill) that
+      holds the worker's command pipe open and sleeps 60 s, writes its pid to the file named by
+      ``answer``, returns 1.0 -- as the worker's exiting threads do for a moment after it is killed;
     * anything else: 1.0 iff it equals the answer.
     """
+    if completion == "hold_inbox":
+        inbox = int(sys.argv[1])  # the worker runs as ``python -c BOOTSTRAP <inbox fd> <outbox fd>``
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], pass_fds=(inbox,),
+                                 start_new_session=True)
+        with open(answer, "w") as f:
+            f.write(str(child.pid))
+        return 1.0
     if completion == "hang":
         time.sleep(30)
     if completion == "loop":

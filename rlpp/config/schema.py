@@ -366,6 +366,9 @@ class LearnerConfig:
     """AdamW learning rate."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
+    adam_eps: float = 1e-8
+    """AdamW's epsilon (TRL's ``adam_epsilon``): the update is ~lr * g / (|g| + eps), so gradient entries
+    below eps take smaller steps."""
     warmup_steps: int = 0
     """Linear learning-rate warm-up, in optimizer steps (``algo.ppo_epochs`` x ``learner.mini_batches`` per
     training step)."""
@@ -396,6 +399,7 @@ class LearnerConfig:
         yield from in_range("zero_stage", self.zero_stage, 0, 3)
         yield from in_range("lr", self.lr, 0.0, 1.0, lo_open=True)
         yield from at_least("weight_decay", self.weight_decay, 0.0)
+        yield from in_range("adam_eps", self.adam_eps, 0.0, 1.0, lo_open=True)
         yield from at_least("warmup_steps", self.warmup_steps, 0)
         yield from at_least("grad_clip", self.grad_clip, 0.0)
         yield from at_least("micro_batch_size", self.micro_batch_size, 1)

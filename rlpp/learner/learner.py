@@ -45,7 +45,8 @@ def deepspeed_config(cfg: Config, world_size: int) -> dict:
         "optimizer": {
             "type": "AdamW",
             # torch's AdamW: no 45 s FusedAdam JIT build, and the same numerics on CPU and GPU.
-            "params": {"lr": lc.lr, "weight_decay": lc.weight_decay, "betas": [0.9, 0.999], "torch_adam": True},
+            "params": {"lr": lc.lr, "weight_decay": lc.weight_decay, "betas": [0.9, 0.999], "eps": lc.adam_eps,
+                       "torch_adam": True},
         },
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,

@@ -6,6 +6,7 @@ refused, leaving the pool as it was)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from rlpp.distributed.local import SINGLE_MACHINE_ENV
 from rlpp.distributed.placement import PlacementError, Request, check_fits, release, reserve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +59,15 @@ def test_scale_without_a_running_job_says_so(tmp_path):
     assert r.returncode == 2 and "must be >= 1" in r.stderr
 
 
+def test_loopback_addresses_are_recognised():
+    from rlpp.distributed.control import is_loopback
+
+    for address in ("127.0.0.1:6379", "localhost:6379", "[::1]:6379", "ray://127.0.0.1:10001", "127.8.9.1:1"):
+        assert is_loopback(address), address
+    for address in ("10.0.0.5:6379", "192.0.2.2:6379", "head-node:6379", "[fd00::2]:6379", "auto"):
+        assert not is_loopback(address), address
+
+
 def _records(out: Path) -> list[dict]:
     path = out / "metrics.jsonl"
     if not path.is_file():
@@ -76,18 +87,23 @@ def _wait_for_step(out: Path, step: int, proc, timeout_s: float = 600) -> int:
 
 
 def _scale(out: Path, n: int, ok: bool = True) -> str:
+    # As from a fresh shell: without the loopback setting a private Ray instance (or this session's
+    # ray_local fixture) puts in the environment.
+    env = {k: v for k, v in os.environ.items() if k != SINGLE_MACHINE_ENV}
     r = subprocess.run([sys.executable, "-m", "rlpp.cli", "scale", str(out), "--rollout-actors", str(n), "--wait", "300"],
-                       capture_output=True, text=True, timeout=400, cwd=ROOT)
+                       capture_output=True, text=True, timeout=400, cwd=ROOT, env=env)
     assert (r.returncode == 0) == ok, r.stdout + r.stderr
     return r.stdout + r.stderr
 
 
 @pytest.mark.slow
-def test_the_rollout_pool_grows_and_shrinks_mid_run_without_losing_a_problem(small_run, tmp_path):
+@pytest.mark.parametrize("mode", ["sync", "pipelined"])
+def test_the_rollout_pool_grows_and_shrinks_mid_run_without_losing_a_problem(small_run, tmp_path, mode):
     out = tmp_path / "run"
     out.mkdir()
     steps, batch = 300, 8
     cmd = [sys.executable, "-m", "rlpp.cli", "train", "configs/tiny.yaml", *small_run, f"trainer.steps={steps}",
+           f"trainer.mode={mode}",
            "trainer.eval_every=0", "ray.num_cpus=3", "ray.placement_timeout_s=3", "rollout.torch_threads=1", "learner.torch_threads=1",
            f"trainer.output_dir={out}"]
     with open(out / "train.log", "w") as log:

@@ -73,6 +73,20 @@ class ScaleError(RuntimeError):
     pass
 
 
+def is_loopback(address: str) -> bool:
+    """Whether a Ray address (``host:port``, ``[v6]:port``, optionally ``ray://``) names this machine's
+    loopback interface."""
+    import ipaddress
+
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def request_scale(run: str, rollout_actors: int, address: str = "", wait_s: float = 0.0) -> dict:
     """File a scale request with the running job of ``run`` (a run folder, or with ``address`` the
     folder path the job was given); with ``wait_s`` wait until it was applied. Returns its status."""
@@ -90,6 +104,10 @@ def request_scale(run: str, rollout_actors: int, address: str = "", wait_s: floa
     elif not address:
         raise ScaleError(f"{info_path} not found: is {run} the output_dir of a running job? On another "
                          "machine, pass --address with the cluster's address and RUN as the job's output_dir")
+    if is_loopback(address):  # a private instance listens on loopback only: stay there to reach it
+        from rlpp.distributed.local import keep_local_ray_on_loopback
+
+        keep_local_ray_on_loopback()
     import ray  # only now: Ray reads RAY_AUTH_MODE once, when imported
 
     ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR")

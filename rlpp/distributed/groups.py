@@ -303,8 +303,9 @@ class LearnerGroup:
         return metrics
 
     def weights(self) -> ray.ObjectRef:
-        """Rank 0's full weights in the object store (every rank takes part: ZeRO-3 gathers)."""
-        refs = [a.named_weights.remote() for a in self.actors]
+        """Rank 0's full weights in the object store, packed in one buffer (``rlpp.sync.packed``; every
+        rank takes part: ZeRO-3 gathers)."""
+        refs = [a.packed_weights.remote() for a in self.actors]
         ray.get(refs[1:])  # the other ranks return None once they have taken part
         return refs[0]
 

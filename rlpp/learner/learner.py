@@ -23,6 +23,7 @@ from rlpp.algo.loss import LossNorm, PolicyLossInput, policy_loss, tis_weights
 from rlpp.config.schema import Config
 from rlpp.learner.policy import TokenLogprobs
 from rlpp.models.tiny import load_model
+from rlpp.sync.packed import PackedWeights
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +304,16 @@ class Learner:
         """Full weights on CPU (rank 0; None elsewhere). Collective under ZeRO-3: call on every rank."""
         out = {name: p.detach().to("cpu", copy=True) for name, p in self._full_parameters() if self.rank == 0}
         return out if self.rank == 0 else None
+
+    def packed_weights(self) -> PackedWeights | None:
+        """Full weights on CPU in one flat buffer, the object-store sync's payload (rank 0; None
+        elsewhere). Collective under ZeRO-3: call on every rank."""
+        params = self._full_parameters()
+        if self.rank != 0:
+            for _ in params:  # take part in each ZeRO-3 gather
+                pass
+            return None
+        return PackedWeights.pack(params, stable=self.cfg.learner.zero_stage != 3)
 
     # NCCL weight sync to vLLM (GPU): rank 0 is rank 0 of the transfer group; other ranks only gather.
     def sync_init(self, address: str, port: int, world_size: int):

@@ -7,6 +7,7 @@ crosses the wire after start-up, since every worker holds the problem sets.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -129,7 +130,7 @@ class RolloutWorker:
                         "max_position_embeddings", None)
         return context_length(longest, self.cfg.rollout.max_new_tokens, limit)
 
-    def load_weights(self, weights: dict[str, torch.Tensor], version: int | None = None) -> None:
+    def load_weights(self, weights: Mapping[str, torch.Tensor], version: int | None = None) -> None:
         self.engine.load_weights(weights.items())
         if version is not None:
             self.policy_version = version

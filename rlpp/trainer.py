@@ -79,6 +79,9 @@ class Trainer:
                                     mlflow=cfg.log.mlflow, params=cfg)
             self.rollouts_done, self.start_step, self.bad_steps = 0, 0, 0
             self.history: list[dict] = []
+            # Pipelined mode: trained steps by the staleness of their batch, and batches dropped as too old.
+            self.staleness_steps: dict[int, int] = {}
+            self.stale_dropped = 0
             if resume_from is not None:
                 self.resume(resume_from)
             elif (self.out / "metrics.jsonl").stat().st_size:
@@ -148,7 +151,7 @@ class Trainer:
                         "on-policy (the ratio's denominator is the learner's current policy); algo.tis_cap (e.g. 2) "
                         "weights each token by the capped ratio to the policy that generated it", k)
         flights: deque[Flight] = deque()
-        self.version, self.stale_dropped, self.loads = self.start_step, 0, []
+        self.version, self.loads = self.start_step, []
         step = self.start_step
         for step in range(self.start_step + 1, last + 1):
             self._apply_requests(step, drain=lambda: self._drain(flights))
@@ -176,7 +179,12 @@ class Trainer:
             with timer("sync"):
                 self.loads += self._push_weights(step)
             wall = max(timer.total(), 1e-9)
-            metrics.update({"rollout/staleness": float(self.version - 1 - flight.version),
+            staleness = self.version - 1 - flight.version
+            self.staleness_steps[staleness] = self.staleness_steps.get(staleness, 0) + 1
+            trained = sum(self.staleness_steps.values())
+            # The run's staleness histogram so far: the share of trained steps at each staleness 0..k.
+            metrics.update({f"rollout/staleness_share/{s}": self.staleness_steps.get(s, 0) / trained for s in range(k + 1)})
+            metrics.update({"rollout/staleness": float(staleness),
                             "rollout/policy_version": float(flight.version), "rollout/stale_dropped": float(self.stale_dropped),
                             "rollout/in_flight_batches": float(len(flights)),
                             "time/learner_idle_frac": timer.seconds("wait") / wall})
@@ -409,7 +417,8 @@ class Trainer:
             shutil.copy(marker, tmp / marker.name)
         torch.save(self.buffer.state_dict(), tmp / "buffer.pt")
         state = {"step": step, "rollouts": self.rollouts_done, "history": self.history, "bad_steps": self.bad_steps,
-                 "num_problems": len(self.train_set)}
+                 "num_problems": len(self.train_set), "stale_dropped": self.stale_dropped,
+                 "staleness_steps": {str(s): n for s, n in sorted(self.staleness_steps.items())}}
         return checkpoint.commit(tmp, state, self.cfg.trainer.keep_last)
 
     def resume(self, folder: Path) -> None:
@@ -423,6 +432,8 @@ class Trainer:
         self.buffer.load_state_dict(torch.load(folder / "buffer.pt", weights_only=False))
         self.start_step, self.rollouts_done = state["step"], state["rollouts"]
         self.history, self.bad_steps = state["history"], state["bad_steps"]
+        self.stale_dropped = state.get("stale_dropped", 0)  # absent from checkpoints written before these counters
+        self.staleness_steps = {int(s): n for s, n in state.get("staleness_steps", {}).items()}
         # What the interrupted run logged after this checkpoint is redone, so it must not appear twice.
         self.sink.truncate_after(self.start_step)
         for snap in (self.out / "buffer").glob("step_*.npz"):
@@ -437,6 +448,8 @@ class Trainer:
                "initial_accuracy": first["eval/accuracy"], "final_accuracy": last["eval/accuracy"],
                "best_accuracy": best["eval/accuracy"], "best_step": best["step"], "steps": self.steps_done,
                "rollouts": self.rollouts_done, "seconds": round(seconds, 1), "output_dir": str(self.out)}
+        if self.staleness_steps:
+            out["staleness_steps"] = {str(s): n for s, n in sorted(self.staleness_steps.items())}
         if "dev/accuracy" in last:
             out.update(initial_dev_accuracy=first.get("dev/accuracy"), final_dev_accuracy=last["dev/accuracy"],
                        best_dev_accuracy=max(h.get("dev/accuracy", 0.0) for h in self.history))

@@ -418,8 +418,12 @@ class Trainer:
         torch.save(self.buffer.state_dict(), tmp / "buffer.pt")
         state = {"step": step, "rollouts": self.rollouts_done, "history": self.history, "bad_steps": self.bad_steps,
                  "num_problems": len(self.train_set), "stale_dropped": self.stale_dropped,
-                 "staleness_steps": {str(s): n for s, n in sorted(self.staleness_steps.items())}}
+                 "staleness_steps": self._staleness_counts()}
         return checkpoint.commit(tmp, state, self.cfg.trainer.keep_last)
+
+    def _staleness_counts(self) -> dict[str, int]:
+        """Trained steps by staleness, JSON-ready (checkpoint state and summary.json)."""
+        return {str(s): n for s, n in sorted(self.staleness_steps.items())}
 
     def resume(self, folder: Path) -> None:
         """Continue from ``folder``: learner weights and optimizer, engines, buffer, counters, logs."""
@@ -449,7 +453,7 @@ class Trainer:
                "best_accuracy": best["eval/accuracy"], "best_step": best["step"], "steps": self.steps_done,
                "rollouts": self.rollouts_done, "seconds": round(seconds, 1), "output_dir": str(self.out)}
         if self.staleness_steps:
-            out["staleness_steps"] = {str(s): n for s, n in sorted(self.staleness_steps.items())}
+            out["staleness_steps"] = self._staleness_counts()
         if "dev/accuracy" in last:
             out.update(initial_dev_accuracy=first.get("dev/accuracy"), final_dev_accuracy=last["dev/accuracy"],
                        best_dev_accuracy=max(h.get("dev/accuracy", 0.0) for h in self.history))

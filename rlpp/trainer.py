@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import shutil
 import time
 from collections import deque
@@ -57,6 +58,9 @@ class Trainer:
         resume_from = checkpoint.resolve(cfg.trainer.resume, self.out)  # a bad checkpoint too, before any actor
         self.train_set, self.dev_set, self.eval_set = load_problems(cfg.data)
         _check_pool(cfg.trainer, len(self.train_set))
+        if cfg.buffer.prior.mode == "cluster" and self.train_set.cluster_ids() is None:
+            raise ConfigError(f"buffer.prior.mode: cluster needs a cluster label per problem; {self.train_set.source} has "
+                              "none: set data.group_key to a row field (e.g. level or subject)")
         self.startup.mark("data")
         if parts is None:
             model_path, warmstart = prepare_model(cfg, self.dev_set, self.eval_set)
@@ -78,6 +82,7 @@ class Trainer:
             self.sink = MetricsSink(self.out, tensorboard=cfg.log.tensorboard, wandb=cfg.log.wandb,
                                     mlflow=cfg.log.mlflow, params=cfg)
             self.rollouts_done, self.start_step, self.bad_steps = 0, 0, 0
+            self.oracle_request = None  # (rollouts, every) of the oracle sampler's measurements, asked in fit
             self.history: list[dict] = []
             # Pipelined mode: trained steps by the staleness of their batch, and batches dropped as too old.
             self.staleness_steps: dict[int, int] = {}
@@ -102,6 +107,7 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict:
         cfg, t_start = self.cfg.trainer, time.perf_counter()
+        self.oracle_request = self.buffer.oracle_request()
         self.startup.mark("set_up")
         if self.start_step == 0:
             self.history.append(self._evaluate_all(step=0))
@@ -111,6 +117,7 @@ class Trainer:
         step = self._fit_pipelined() if cfg.mode == "pipelined" else self._fit_sync()
         self.progress.close()
         self.buffer.check_invariants()  # every problem in exactly one pool, none lost
+        np.savez_compressed(self.out / "predictions.npz", **self.buffer.prediction_log())
         self.save(step)
         self.steps_done = step
         return self.summary(time.perf_counter() - t_start)
@@ -121,6 +128,7 @@ class Trainer:
         for step in range(self.start_step + 1, self.cfg.trainer.steps + 1):
             self._apply_requests(step)
             timer = PhaseTimer()
+            self._measure_oracle(step, timer)
             with timer("rollout"):
                 result = self.collect(step, timer)
             batch, metrics = self._batch(result)
@@ -269,7 +277,7 @@ class Trainer:
         self.sink.log(step, metrics)
         last = step == cfg.steps or 0 < cfg.max_rollouts <= self.rollouts_done
         if (cfg.eval_every and step % cfg.eval_every == 0) or last:
-            self.history.append(self._evaluate_all(step))
+            self.history.append(self._evaluate_all(step, final=last))
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not last:
             self.save(step)
         self.progress.update(step, accuracy=self.history[-1]["eval/accuracy"], pass_rate=metrics["rollout/pass_rate"],
@@ -325,37 +333,92 @@ class Trainer:
         """Sample problems, generate and score their groups, and record the results in the buffer.
 
         With ``trainer.fill=signal`` the step keeps up to B groups that carry signal and draws again for
-        the shortfall (up to ``trainer.fill_rounds`` draws); ``dapo_filter`` draws extra problems and keeps
-        up to B such groups, drawing again (at most 3 rounds) while fewer survive. Every group generated
-        is counted as spent, kept or not.
+        the shortfall (up to ``trainer.fill_rounds`` draws); with ``fill=screen`` each drawn problem is first
+        screened with ``trainer.screen_rollouts`` rollouts and only the mixed ones are completed to G;
+        ``dapo_filter`` draws extra problems and keeps up to B such groups, drawing again (at most 3 rounds)
+        while fewer survive. Every group generated is counted as spent, kept or not.
         """
         b, tc = self.cfg.trainer.batch_size, self.cfg.trainer
         dapo = self.buffer.filters_groups()  # the sampler draws extra and leaves the filtering to this loop
-        rounds = 3 if dapo else tc.fill_rounds if tc.fill == "signal" else 1
+        rounds = 3 if dapo else tc.fill_rounds if tc.fill != "off" else 1
         kept: list[RolloutResult] = []
-        drawn = signal_groups = 0
+        drawn = signal_groups = screened = 0
         for round_ in range(rounds):
             need = b - sum(len(k.ids) for k in kept)
             # Later rounds of dynamic filling draw the shortfall over the signal rate seen so far this
             # step (at least 1/4, so one unlucky round does not draw the pool).
             want = b if dapo or round_ == 0 else min(4 * need, math.ceil(need / max(signal_groups / drawn, 0.25)))
             sampling = replace(self.sampling, seed=_step_seed(self.cfg.seed, step, round_))
+            if tc.fill == "screen":
+                sampling = replace(sampling, n=tc.screen_rollouts)
             result = self._generate_with_retries(want, step, sampling, timer)
+            self.rollouts_done += result.rewards.size
+            signal = result.rewards.max(axis=1) > result.rewards.min(axis=1)
+            if tc.fill == "screen":
+                screened += len(result.ids)
+                chosen = np.flatnonzero(signal)[:need]
+                rest = np.setdiff1d(np.arange(len(result.ids)), chosen)
+                with timer("buffer"):  # the screen alone is all these problems get
+                    self.buffer.update(result.ids[rest], result.rewards[rest])
+                result = self._complete(_take(result, chosen), step, round_, timer)
             with timer("buffer"):
                 self.buffer.update(result.ids, result.rewards)
-            self.rollouts_done += result.rewards.size
             if rounds == 1:
                 return result
-            signal = result.rewards.max(axis=1) > result.rewards.min(axis=1)
-            drawn, signal_groups = drawn + len(result.ids), signal_groups + int(signal.sum())
-            kept.append(_take(result, np.flatnonzero(signal)))
-            if sum(len(k.ids) for k in kept) >= b or len(result.ids) == 0:
+            drawn, signal_groups = drawn + len(signal), signal_groups + int(signal.sum())
+            kept.append(_take(result, np.flatnonzero(result.rewards.max(axis=1) > result.rewards.min(axis=1))))
+            if sum(len(k.ids) for k in kept) >= b or len(signal) == 0:
                 break
         merged = RolloutResult.concat(kept)
         out = _take(merged, np.arange(min(b, len(merged.ids))))
         out.metrics.update({"rollout/fill_rounds": float(round_ + 1), "rollout/groups_generated": float(drawn),
                             "rollout/signal_groups": float(len(out.ids))})
+        if tc.fill == "screen":
+            out.metrics["rollout/screened"] = float(screened)
         return out
+
+    def _complete(self, screen: RolloutResult, step: int, round_: int, timer: PhaseTimer) -> RolloutResult:
+        """Generate the rest of each screened group (G − screen rollouts, the problems still in flight) and
+        join it to its screen: one group of G per problem."""
+        g = self.cfg.rollout.group_size
+        if len(screen.ids) == 0:
+            return RolloutResult(screen.ids, [], [], np.empty((0, g)), [], screen.metrics, screen.weights)
+        rest = g - self.cfg.trainer.screen_rollouts
+        sampling = replace(self.sampling, n=rest, seed=_step_seed(self.cfg.seed, step, 50 + round_))
+        for attempt in range(self.cfg.rollout.max_restarts + 1):
+            try:
+                more = self.rollouts.generate("train", screen.ids, sampling)
+                break
+            except RolloutFailed as e:
+                if attempt == self.cfg.rollout.max_restarts or not self.sync_weights.restartable:
+                    self.buffer.release(screen.ids)
+                    raise TrainingStopped(f"rollout failed at step {step}: {e.cause}\n{self._resume_hint()}") from e
+                log.warning("step %d: %s; completing the screened groups again after the actor restarts", step, e)
+                self.rollouts.wait_alive()
+                self._sync(self.sync_weights, step)
+        order = {int(i): k for k, i in enumerate(more.ids.tolist())}
+        rows = [order[int(i)] for i in screen.ids.tolist()]
+        self.rollouts_done += more.rewards.size
+        full = RolloutResult(screen.ids, screen.prompt_ids,
+                             [c + more.completions[r] for c, r in zip(screen.completions, rows)],
+                             np.concatenate([screen.rewards, more.rewards[rows]], axis=1),
+                             [t + more.texts[r] for t, r in zip(screen.texts, rows)],
+                             RolloutResult.concat([screen, more]).metrics, screen.weights)
+        return full
+
+    def _measure_oracle(self, step: int, timer: PhaseTimer) -> None:
+        """The ``oracle`` sampler's measurement, every ``buffer.oracle.every_steps`` steps from step 1: every
+        problem's pass rate under the current policy from extra rollouts, which no budget is charged for."""
+        request = self.oracle_request
+        if request is None or (step - 1) % request[1]:
+            return
+        k = request[0]
+        sampling = replace(self.sampling, n=k, seed=_step_seed(self.cfg.seed, step, 98))
+        ids = np.arange(len(self.train_set))
+        with timer("oracle"):
+            parts = [self.rollouts.generate("train", chunk, sampling) for chunk in np.array_split(ids, max(1, len(ids) // 1024))]
+            got = RolloutResult.concat(parts)
+            self.buffer.set_oracle_rates(got.ids, (got.rewards >= self.cfg.buffer.success_threshold).mean(axis=1))
 
     def _generate_with_retries(self, b: int, step: int, sampling: Sampling, timer: PhaseTimer) -> RolloutResult:
         """Draw and generate; when a rollout actor dies, every problem of the draw goes back to the
@@ -378,18 +441,20 @@ class Trainer:
         raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ around the loop
-    def _evaluate_all(self, step: int) -> dict:
-        out = self.evaluate(step)
+    def _evaluate_all(self, step: int, final: bool = False) -> dict:
+        out = self.evaluate(step, final=final)
         if self.cfg.trainer.eval_dev:
             out.update({k: v for k, v in self.evaluate(step, "dev", snapshot=False).items() if k.startswith("dev/")})
         return out
 
-    def evaluate(self, step: int, split: str = "eval", snapshot: bool = True) -> dict:
-        """``rlpp eval``'s evaluation (``rlpp.evaluation``) of the current policy, logged at ``step``."""
+    def evaluate(self, step: int, split: str = "eval", snapshot: bool = True, final: bool = False) -> dict:
+        """``rlpp eval``'s evaluation (``rlpp.evaluation``) of the current policy, logged at ``step``; the
+        run's last one also reports pass@k for ``eval.final_k``."""
         problems = self.eval_set if split == "eval" else self.dev_set
         ec = self.cfg.eval
+        k, samples = (ec.final_k, max(ec.final_k)) if final and ec.final_k else (ec.k, ec.samples)
         metrics, _ = evaluate(self.rollouts.generate, problems, split, max_new_tokens=self.cfg.rollout.max_new_tokens,
-                              threshold=self.cfg.buffer.success_threshold, k=ec.k, samples=ec.samples,
+                              threshold=self.cfg.buffer.success_threshold, k=k, samples=samples,
                               temperature=ec.temperature, top_p=ec.top_p, seed=_step_seed(self.cfg.seed, step, 99))
         metrics["rollouts"] = self.rollouts_done
         self.sink.log(step, metrics)
@@ -451,7 +516,12 @@ class Trainer:
         out = {"warmstart_dev_accuracy": self.warmstart.get("dev_accuracy"),
                "initial_accuracy": first["eval/accuracy"], "final_accuracy": last["eval/accuracy"],
                "best_accuracy": best["eval/accuracy"], "best_step": best["step"], "steps": self.steps_done,
-               "rollouts": self.rollouts_done, "seconds": round(seconds, 1), "output_dir": str(self.out)}
+               "rollouts": self.rollouts_done, "seconds": round(seconds, 1), "output_dir": str(self.out),
+               "num_problems": len(self.train_set), "group_size": self.cfg.rollout.group_size,
+               "diagnostics": self.buffer.diagnostics()}
+        for key, value in last.items():  # the last evaluation's pass@k (eval.k, eval.final_k)
+            if re.fullmatch(r"eval/pass@\d+", key):
+                out[f"final_{key.removeprefix('eval/')}"] = value
         if self.staleness_steps:
             out["staleness_steps"] = self._staleness_counts()
         if "dev/accuracy" in last:

@@ -112,7 +112,8 @@ def make_trainer(tmp_path, *overrides):
 
     train, dev, held_out = load_problems(cfg.data)
     rollouts, learners = FakeRollouts({"train": train, "dev": dev, "eval": held_out}), FakeLearners()
-    parts = Parts(buffer=PriorityBuffer(cfg.buffer, len(train), seed=cfg.seed), rollouts=rollouts, learners=learners,
+    parts = Parts(buffer=PriorityBuffer(cfg.buffer, len(train), seed=cfg.seed, group_size=G,
+                                       clusters=train.cluster_ids()), rollouts=rollouts, learners=learners,
                   sync_weights=FakeSync(rollouts, learners), control=RunControl(1))
     return Trainer(cfg, parts)
 
@@ -258,3 +259,61 @@ def test_a_run_that_fails_to_set_up_tears_its_parts_down(tmp_path):
     with pytest.raises(CheckpointError, match="checkpoint format"):  # fails after the parts were handed over
         Trainer(cfg, parts)
     assert closed == [True]
+
+
+def test_screening_completes_only_mixed_screens_and_charges_every_rollout(tmp_path):
+    """fill=screen with 2 screen rollouts of G = 4: every drawn problem costs 2 rollouts, a mixed one 2 more;
+    the learner sees groups of G; problems whose screen was not mixed are recorded with their screen."""
+    with make_trainer(tmp_path, "trainer.fill=screen", "trainer.screen_rollouts=2", "trainer.fill_rounds=3") as t:
+        sizes = []
+        update = t.buffer.update
+
+        def recorded_update(ids, rewards):
+            sizes.append((len(ids), np.asarray(rewards).shape[1] if len(ids) else None))
+            return update(ids, rewards)
+
+        t.buffer.update = recorded_update
+        train = t.learners.train
+        seen = []
+
+        def recorded_train(batch, seed=0):
+            seen.append(batch)
+            return train(batch, seed)
+
+        t.learners.train = recorded_train
+        summary = t.fit()
+        stats = t.buffer.stats()
+        calls = [c for c in t.rollouts.calls if c[0] == "generate" and c[1] == "train"]
+    steps = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "rollout/pass_rate" in r]
+    screened = sum(r["rollout/screened"] for r in steps)
+    completed = sum(n for n, g in sizes if g == G)
+    assert summary["rollouts"] == 2 * screened + 2 * completed  # every screen, every completion
+    assert all(g in (2, G) for n, g in sizes if n)
+    assert all(r["rollout/signal_groups"] <= B for r in steps)
+    assert all(len(b.advantages) % G == 0 for b in seen)  # the learner trains on whole groups of G
+    assert stats["buffer/in_flight"] == 0 and stats["buffer/updates"] == screened
+    assert len(calls) >= 8
+
+
+def test_the_oracle_measures_the_whole_pool_without_charging_the_budget(tmp_path):
+    with make_trainer(tmp_path, "buffer.sampler=oracle", "buffer.oracle.every_steps=3", "buffer.oracle.rollouts=5") as t:
+        summary = t.fit()
+        calls = t.rollouts.calls
+        rates = t.buffer.sampler.rate.copy()
+    measures = [c for c in calls if c[0] == "generate" and c[1] == "train" and len(c[2]) == len(rates)]
+    assert len(measures) == 3  # before steps 1, 4 and 7
+    assert summary["rollouts"] == 8 * B * G  # not a rollout of theirs counted
+    assert np.isfinite(rates).all() and set(np.unique(rates * 5)) <= set(range(6))
+
+
+def test_the_last_evaluation_reports_pass_at_k_and_the_summary_the_diagnostics(tmp_path):
+    with make_trainer(tmp_path, "eval.final_k=[1,2,4]", "buffer.sampler=mopps") as t:
+        summary = t.fit()
+    evals = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "eval/accuracy" in r]
+    assert "eval/pass@4" in evals[-1] and all("eval/pass@4" not in r for r in evals[:-1])
+    assert summary["final_pass@1"] <= summary["final_pass@2"] <= summary["final_pass@4"]
+    d = summary["diagnostics"]
+    assert d["groups_logged"] == 8 * B and 0 < d["coverage"] <= 1 and -1 <= d["prediction_spearman"] <= 1
+    assert summary["num_problems"] == 40 and summary["group_size"] == G
+    log = np.load(tmp_path / "run" / "predictions.npz")
+    assert len(log["predicted"]) == 8 * B

@@ -20,13 +20,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rlpp.buffer.samplers import Sampler, make_sampler
+from rlpp.buffer.diagnostics import PredictionLog, summarize
+from rlpp.buffer.prior import make_prior
+from rlpp.buffer.samplers import Sampler, sampler_class
 from rlpp.buffer.structures import (HEAP, IN_FLIGHT, MAX_PROBLEMS, POOL_NAMES, SOLVED, UNSOLVED, IdSet, LazyHeap, key_id,
                                     visit_key, visit_keys)
 from rlpp.config.buffer import PAPER
 from rlpp.config.schema import BufferConfig, validate
 
-STATE_VERSION = 2
+STATE_VERSION = 3
+READABLE_VERSIONS = (2, 3)
+"""Version 2 (before the prior and the diagnostics) still loads: those start afresh."""
 PARKED_GROWTH, PARKED_SLACK = 2, 1024
 """The parked queue is rebuilt once stale entries (problems the uniform share took) outnumber live ones."""
 
@@ -47,11 +51,24 @@ class SampleBatch:
 class PriorityBuffer:
     """Prioritized replay over training problems, priority ω = p̂(1 − p̂) of each problem's success rate."""
 
-    def __init__(self, cfg: BufferConfig, num_problems: int, seed: int = 0):
+    def __init__(self, cfg: BufferConfig, num_problems: int, seed: int = 0, group_size: int = 8,
+                 clusters: np.ndarray | None = None):
+        """``group_size`` is G, the rollouts of a full group (a screened group may be smaller); ``clusters``
+        a label per problem (ints), needed by ``buffer.prior.mode=cluster`` and never read otherwise."""
         validate(cfg, "buffer.")
         if not 1 <= num_problems < MAX_PROBLEMS:
             raise ValueError(f"num_problems must be in [1, {MAX_PROBLEMS}), got {num_problems}")
+        if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
+            raise ValueError(f"group_size must be an int >= 1, got {group_size!r}")
+        if clusters is not None:
+            clusters = np.asarray(clusters)
+            if clusters.shape != (num_problems,) or not np.issubdtype(clusters.dtype, np.integer) or \
+                    (num_problems and clusters.min() < 0):
+                raise ValueError(f"clusters must be {num_problems} ints >= 0, one per problem, got dtype "
+                                 f"{clusters.dtype} shape {clusters.shape}")
         self.cfg = cfg
+        self.group_size = int(group_size)
+        self.clusters = clusters
         self.variant = cfg.prioritized if cfg.sampler == "prioritized" else PAPER
         self.retest_mode = "periodic" if cfg.sampler == "paper" else cfg.retest.mode
         self.num_problems = n = int(num_problems)
@@ -82,8 +99,19 @@ class PriorityBuffer:
             self.available.insert(np.arange(n, dtype=np.int64))
         self.step = 0
         self.last_round = 0
-        self.counters = dict(forgotten=0, unlocked=0, retested=0, released=0, seen=0, updates=0, skipped=0)
-        self.sampler: Sampler = make_sampler(self)
+        self.counters = dict(forgotten=0, unlocked=0, retested=0, released=0, seen=0, updates=0, skipped=0,
+                             solved_revisits=0, solved_then_failed=0)
+        cls = sampler_class(cfg)
+        self.prior = make_prior(cfg.prior, clusters, *cls.flat_prior(cfg))
+        self.prior_scores = cfg.prior.mode == "cluster" and cls.serves_by_priority and self.variant.priority == "posterior"
+        self.prior_frozen = self.prior.frozen()  # what priorities are computed with (re-frozen at each refresh)
+        self.last_refresh = 0
+        if self._scores_by_prior():
+            self.priority[:] = self._unseen_priority(np.arange(n))
+        # Diagnostics: the longest gap between two visits of each problem, and every draw's prediction.
+        self.max_gap = np.zeros(n, dtype=np.int64)
+        self.predictions = PredictionLog(n)
+        self.sampler: Sampler = cls(self)
         self.sampler.insert(np.arange(n, dtype=np.int64))
 
     # ---------------------------------------------------------------- serving
@@ -107,6 +135,8 @@ class PriorityBuffer:
         self.step = step
         if new_round:
             self.last_round = step
+        if self._scores_by_prior() and step - self.last_refresh >= self.cfg.prior.refresh_steps:
+            self._refresh_priorities(step)
         # Each part goes in flight as soon as it is drawn, so no later part can serve it again.
         retest = self._take(self._pop_parked(n_retest), step)
         mixed = self._take(self._pop_uniform(n - len(retest)), step, drawn_from_available=True)
@@ -119,6 +149,7 @@ class PriorityBuffer:
         is_retest = np.concatenate([np.ones(len(retest), dtype=bool), self.origin[mixed] != HEAP,
                                     np.zeros(len(ids), dtype=bool), np.ones(len(fill), dtype=bool)])
         self.counters["retested"] += int(is_retest.sum())
+        self.predictions.drawn(all_ids, self.sampler.predict(all_ids))
         w = np.concatenate([np.ones(len(retest) + len(mixed)), weights, np.ones(len(fill))])
         return SampleBatch(ids=all_ids, weights=w, retest=is_retest, step=step)
 
@@ -210,6 +241,14 @@ class PriorityBuffer:
             p = s / g
         self.counters["seen"] += int((self.visits[ids] == 0).sum())
         self.counters["updates"] += len(ids)
+        was_solved = self.p_hat[ids] >= 1.0  # NaN (never seen) compares False
+        self.counters["solved_revisits"] += int(was_solved.sum())
+        self.counters["solved_then_failed"] += int((was_solved & (s < g)).sum())
+        seen = self.last_visit[ids] >= 0
+        self.max_gap[ids] = np.where(seen, np.maximum(self.max_gap[ids], self.sample_step[ids] - self.last_visit[ids]),
+                                     self.max_gap[ids])
+        self.predictions.observed(ids, s, g)
+        self.prior.observe(ids, s, g, self.step)
         self.p_hat[ids] = p
         streak = self.streak[ids]
         self.streak[ids] = np.where(s == g, np.maximum(streak, 0) + 1, np.where(s == 0, np.minimum(streak, 0) - 1, 0))
@@ -237,8 +276,44 @@ class PriorityBuffer:
             s, t = self.w_successes[ids], self.w_attempts[ids]
         else:
             s, t = self.successes[ids].astype(np.float64), self.attempts[ids].astype(np.float64)
-        a, b = v.prior_successes + s, v.prior_failures + (t - s)
+        a0, b0 = self.prior_frozen(ids, self.last_refresh)
+        a, b = a0 + s, b0 + (t - s)
         return a * b / ((a + b) * (a + b + 1.0))
+
+    def posterior_mean(self, ids: np.ndarray) -> np.ndarray:
+        """The ``prioritized`` sampler's estimate of each pass rate: p̂, or the posterior mean with
+        ``priority=posterior`` (the prior's mean for a problem never seen)."""
+        if self.variant.priority == "point":
+            return self.p_hat[ids]
+        if self.cfg.stats == "decayed":
+            s, t = self.w_successes[ids], self.w_attempts[ids]
+        else:
+            s, t = self.successes[ids].astype(np.float64), self.attempts[ids].astype(np.float64)
+        a0, b0 = self.prior_frozen(ids, self.last_refresh)
+        return (a0 + s) / (a0 + b0 + t)
+
+    def _scores_by_prior(self) -> bool:
+        """Whether priorities come from a cluster prior (a sampler served by priority, with posterior
+        priority), so that they move with the clusters' rates and are re-scored every
+        ``buffer.prior.refresh_steps``."""
+        return self.prior_scores
+
+    def _unseen_priority(self, ids: np.ndarray) -> np.ndarray:
+        """Priority of problems never seen: ``unseen_priority``, or E[p(1 − p)] under a cluster prior."""
+        if not self._scores_by_prior():
+            return np.full(len(ids), self.cfg.unseen_priority)
+        a, b = self.prior_frozen(ids, self.last_refresh)
+        return a * b / ((a + b) * (a + b + 1.0))
+
+    def _refresh_priorities(self, step: int) -> None:
+        """Freeze the clusters' current rates and re-score every problem not in flight with them."""
+        self.prior_frozen, self.last_refresh = self.prior.frozen(), step
+        ids = np.flatnonzero(self.pool != IN_FLIGHT)
+        seen = ids[self.visits[ids] > 0]
+        self.priority[seen] = self._priority(seen)
+        fresh = ids[self.visits[ids] == 0]
+        self.priority[fresh] = self._unseen_priority(fresh)
+        self.sampler.refresh()
 
     def _pools(self, ids: np.ndarray) -> np.ndarray:
         """Where visited problems belong: parked once p̂ is 1 (or 0) after ``park_after`` all-pass (or
@@ -253,6 +328,35 @@ class PriorityBuffer:
         self.counters["released"] += len(ids)
         self._make_available(ids, self.origin[ids])
         return len(ids)
+
+    def set_oracle_rates(self, ids, rates) -> None:
+        """Hand the ``oracle`` sampler the pass rates measured for ``ids`` under the current policy."""
+        if not hasattr(self.sampler, "set_rates"):
+            raise ValueError(f"buffer.sampler={self.cfg.sampler} takes no measured pass rates (only oracle does)")
+        ids = np.asarray(ids, dtype=np.int64)
+        rates = np.asarray(rates, dtype=np.float64)
+        if ids.shape != rates.shape or ids.ndim != 1:
+            raise ValueError(f"set_oracle_rates: ids and rates must be 1-D of one length, got {ids.shape} and {rates.shape}")
+        if len(ids) and (ids.min() < 0 or ids.max() >= self.num_problems):
+            raise ValueError(f"set_oracle_rates: ids must be in 0..{self.num_problems - 1}")
+        if not np.all((rates >= 0) & (rates <= 1)):
+            raise ValueError("set_oracle_rates: rates must be in [0, 1]")
+        self.sampler.set_rates(ids, rates)
+
+    def oracle_request(self) -> tuple[int, int] | None:
+        """(rollouts per problem, steps between measurements) when the sampler selects by measured pass
+        rates (``oracle``), else None."""
+        if not hasattr(self.sampler, "set_rates"):
+            return None
+        return self.cfg.oracle.rollouts, self.cfg.oracle.every_steps
+
+    def diagnostics(self) -> dict[str, float]:
+        """Prediction quality, coverage, gaps and forgetting of the run so far (``rlpp.buffer.diagnostics``)."""
+        return summarize(self.predictions, self.visits, self.max_gap, self.counters)
+
+    def prediction_log(self) -> dict[str, np.ndarray]:
+        """Every logged group's predicted and realized pass rate (the report's raw diagnostics)."""
+        return self.predictions.arrays()
 
     def filters_groups(self) -> bool:
         """Whether this buffer's sampler over-draws for the trainer's zero-variance filter (``dapo_filter``)."""
@@ -321,7 +425,8 @@ class PriorityBuffer:
 
     # ---------------------------------------------------------------- state
     _ARRAYS = ("attempts", "successes", "w_successes", "w_attempts", "p_hat", "priority", "visits", "streak",
-               "last_visit", "sample_step", "pool", "origin", "counts")
+               "last_visit", "sample_step", "pool", "origin", "counts", "max_gap")
+    _NEW_IN_3 = ("max_gap",)
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly: statistics, pools, schedule, counters and RNG."""
@@ -337,16 +442,23 @@ class PriorityBuffer:
             "rng": self.rng.bit_generator.state,
             "sampler_state": self.sampler.state_dict(),
             "available": self.available.state_dict(),
+            "prior": self.prior.state_dict(),
+            "prior_frozen": self.prior_frozen.state_dict(),
+            "last_refresh": self.last_refresh,
+            "predictions": self.predictions.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a ``state_dict``; the heaps and trees are rebuilt from the arrays (their keys are
         unique, so they serve in the same order)."""
-        for key, want in (("version", STATE_VERSION), ("num_problems", self.num_problems),
-                          ("sampler", self.cfg.sampler), ("stats", self.cfg.stats)):
+        if state.get("version") not in READABLE_VERSIONS:
+            raise ValueError(f"buffer state has version={state.get('version')!r}, this buffer reads {READABLE_VERSIONS}")
+        for key, want in (("num_problems", self.num_problems), ("sampler", self.cfg.sampler), ("stats", self.cfg.stats)):
             if state.get(key) != want:
                 raise ValueError(f"buffer state has {key}={state.get(key)!r}, this buffer needs {want!r}")
-        arrays = state["arrays"]
+        arrays = dict(state["arrays"])
+        if state["version"] == 2:
+            arrays.update({k: np.zeros_like(getattr(self, k)) for k in self._NEW_IN_3})
         for k in self._ARRAYS:
             mine = getattr(self, k)
             if k not in arrays or np.shape(arrays[k]) != mine.shape:
@@ -354,9 +466,15 @@ class PriorityBuffer:
         for k in self._ARRAYS:
             getattr(self, k)[...] = arrays[k]
         self.step, self.last_round = int(state["step"]), int(state["last_round"])
-        self.counters = {"skipped": 0, **state["counters"]}
+        self.counters = {**dict.fromkeys(self.counters, 0), **state["counters"]}
         self.rng.bit_generator.state = state["rng"]
-        self.sampler = make_sampler(self)
+        if "prior" in state:
+            self.prior.load_state_dict(state["prior"])
+            self.prior_frozen = self.prior.frozen()
+            self.prior_frozen.load_state_dict(state["prior_frozen"])
+            self.last_refresh = int(state["last_refresh"])
+            self.predictions.load_state_dict(state["predictions"])
+        self.sampler = sampler_class(self.cfg)(self)
         self.available.load_state_dict(state["available"])
         available = np.flatnonzero(self.pool == HEAP) if self.sampler.parks else np.flatnonzero(self.pool != IN_FLIGHT)
         self.sampler.load_state_dict(state["sampler_state"], available)
@@ -386,6 +504,7 @@ class PriorityBuffer:
             assert len(parked) == 0, "a sampler that never parks has a parked queue"
         visited = np.flatnonzero(self.visits > 0)
         assert np.allclose(self.priority[visited], self._priority(visited), rtol=0, atol=1e-15), "priority != its formula"
-        assert (self.priority[self.visits == 0] == self.cfg.unseen_priority).all(), "unseen problem lost its priority"
+        unseen = np.flatnonzero(self.visits == 0)
+        assert (self.priority[unseen] == self._unseen_priority(unseen)).all(), "unseen problem lost its priority"
         done = visited[pool[visited] != IN_FLIGHT]
         assert np.array_equal(pool[done], self._pools(done)), "a visited problem sits in the wrong pool"

@@ -38,6 +38,13 @@ class Sampler:
     name = "base"
     parks = True
     """Whether solved/unsolved problems leave this sampler's index until retested."""
+    @classmethod
+    def reads_prior(cls, cfg) -> bool:
+        """Whether this sampler, under these settings (``buffer``), reads the prior (``buffer.prior``)."""
+        return False
+
+    serves_by_priority = False
+    """Whether it serves by the buffer's ``priority`` array (re-scored when a cluster prior moves: ``refresh``)."""
     filters = False
     """Whether the trainer should drop this sampler's zero-variance groups and draw again for them
     (DAPO's dynamic sampling; the sampler over-draws to make room)."""
@@ -63,6 +70,19 @@ class Sampler:
     def draw_size(self, batch_size: int) -> int:
         """How many problems a request for ``batch_size`` draws."""
         return batch_size
+
+    def discard(self, ids: np.ndarray) -> None:
+        """``ids`` left the index without a pop (the ``prioritized`` sampler's uniform share took them)."""
+
+    @classmethod
+    def flat_prior(cls, cfg) -> tuple[float, float]:
+        """Pseudo-(successes, failures) of this sampler's flat Beta prior (``buffer.prior``)."""
+        return 1.0, 1.0
+
+    def predict(self, ids: np.ndarray) -> np.ndarray:
+        """This sampler's prediction of each problem's pass rate now, for the report's prediction-quality
+        diagnostics (NaN: no prediction). By default the latest group's p̂."""
+        return self.buf.p_hat[ids]
 
     def observe(self, ids: np.ndarray, successes: np.ndarray, group_size: int) -> None:
         """A group of ``group_size`` came back for each of ``ids`` with ``successes`` successes (called
@@ -91,6 +111,7 @@ class PrioritizedSampler(Sampler):
 
     HEAP_GROWTH = 2
     HEAP_SLACK = 1024
+    serves_by_priority = True
 
     def __init__(self, buf: "PriorityBuffer"):
         super().__init__(buf)
@@ -113,8 +134,21 @@ class PrioritizedSampler(Sampler):
     def insert(self, ids: np.ndarray) -> None:
         self.heap.push(ids)
 
-    def discard(self, ids: np.ndarray) -> None:
-        """``ids`` left the heap pool without a pop: their entries are stale now (lazy mode only)."""
+    @classmethod
+    def flat_prior(cls, cfg) -> tuple[float, float]:
+        return cfg.prioritized.prior_successes, cfg.prioritized.prior_failures
+
+    @classmethod
+    def reads_prior(cls, cfg) -> bool:
+        return cfg.prioritized.priority == "posterior"
+
+    def predict(self, ids: np.ndarray) -> np.ndarray:
+        return self.buf.posterior_mean(ids)
+
+    def refresh(self) -> None:
+        """Every waiting problem's priority changed (a cluster prior moved): re-key them all."""
+        self.heap.clear()
+        self.heap.rebuild()
 
     def _live(self, key: int) -> bool:
         b, i = self.buf, key_id(key)
@@ -136,6 +170,10 @@ class PrioritizedSampler(Sampler):
 class PaperSampler(PrioritizedSampler):
     """The paper's method exactly: the buffer gives this sampler the ``PAPER`` settings (greedy, point
     priority, park after one zero-variance group, no uniform share, no age bonus) and periodic retest."""
+
+    @classmethod
+    def reads_prior(cls, cfg) -> bool:
+        return False
 
 
 @register_sampler("uniform")
@@ -238,6 +276,24 @@ class StochasticSampler(TreeSampler):
     exp((ω - 0.25) / temperature)); no importance weights: the point is where the compute goes, not
     an unbiased estimate of the uniform gradient."""
 
+    serves_by_priority = True
+
+    @classmethod
+    def flat_prior(cls, cfg) -> tuple[float, float]:
+        return cfg.prioritized.prior_successes, cfg.prioritized.prior_failures
+
+    @classmethod
+    def reads_prior(cls, cfg) -> bool:
+        return cfg.prioritized.priority == "posterior"
+
+    def predict(self, ids: np.ndarray) -> np.ndarray:
+        return self.buf.posterior_mean(ids)
+
+    def refresh(self) -> None:
+        """Every waiting problem's priority changed (a cluster prior moved): set all their masses again."""
+        ids = self.members()
+        self.tree.set(ids, self._mass(ids))
+
     def _mass(self, ids: np.ndarray) -> np.ndarray:
         v, w = self.buf.variant, self.buf.priority[ids]
         if v.selection == "softmax":
@@ -265,11 +321,11 @@ class PERSampler(TreeSampler):
         return ids, w / w.max()
 
 
-def make_sampler(buf: "PriorityBuffer") -> Sampler:
-    """The sampler ``buf.cfg.sampler`` names, in the form its settings ask for."""
-    if buf.cfg.sampler == "prioritized" and buf.variant.selection != "greedy":
-        return StochasticSampler(buf)
-    return SAMPLERS[buf.cfg.sampler](buf)
+def sampler_class(cfg) -> type[Sampler]:
+    """The sampler class ``cfg.sampler`` (``buffer.sampler``) names, in the form its settings ask for."""
+    if cfg.sampler == "prioritized" and cfg.prioritized.selection != "greedy":
+        return StochasticSampler
+    return SAMPLERS[cfg.sampler]
 
 
 @register_sampler("prompt_replay")
@@ -346,136 +402,3 @@ class PromptReplaySampler(Sampler):
         self.ids.load_state_dict(state["ids"])
         self.reuse[:] = state["reuse"]
         self.heap.rebuild()
-
-
-@register_sampler("thompson")
-class ThompsonSampler(UniformSampler):
-    """Thompson selection over a discounted Beta posterior of each problem's success rate.
-
-    Each problem keeps Beta(prior_successes + s, prior_failures + f) over its discounted evidence: at
-    every step the evidence gathered so far keeps ``discount`` of its weight, so what was true of an
-    earlier policy fades (applied lazily, when a problem is read). A batch draws ``candidates`` x B
-    problems uniformly from every problem not in flight (all of them with ``candidates=0``), samples
-    p̃ ~ Beta for each and keeps the B with the highest score: ``signal`` = 1 − p̃^G − (1 − p̃)^G, the
-    chance that a group of G carries signal, or ``variance`` = p̃(1 − p̃). The uniform candidate draw keeps
-    uniform's spread over the pool; the posterior draw skips problems that are predictably zero-variance
-    while a little luck in p̃ still brings them back now and then, so nothing starves. Nothing parks.
-    """
-
-    DEFAULT_GROUP = 8
-    """G assumed for ``signal`` before the first group comes back (every problem is then unseen, so it only
-    shapes random ties)."""
-
-    def __init__(self, buf: "PriorityBuffer"):
-        super().__init__(buf)
-        c = buf.cfg.thompson
-        n = buf.num_problems
-        self.evidence_s = np.zeros(n)  # discounted successes, as of step ``seen_step``
-        self.evidence_f = np.zeros(n)
-        self.seen_step = np.zeros(n, dtype=np.int64)
-        self.group_size = self.DEFAULT_GROUP
-        self.prior = (c.prior_successes, c.prior_failures)
-
-    def _faded(self, ids: np.ndarray, step: int) -> np.ndarray:
-        return self.buf.cfg.thompson.discount ** (step - self.seen_step[ids]).astype(np.float64)
-
-    def posterior(self, ids: np.ndarray, step: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Beta parameters (a, b) of ``ids`` at ``step`` (default: the buffer's current step)."""
-        fade = self._faded(ids, self.buf.step if step is None else step)
-        return self.prior[0] + fade * self.evidence_s[ids], self.prior[1] + fade * self.evidence_f[ids]
-
-    def observe(self, ids: np.ndarray, successes: np.ndarray, group_size: int) -> None:
-        step = self.buf.step
-        fade = self._faded(ids, step)
-        self.evidence_s[ids] = fade * self.evidence_s[ids] + successes
-        self.evidence_f[ids] = fade * self.evidence_f[ids] + (group_size - successes)
-        self.seen_step[ids] = step
-        self.group_size = int(group_size)
-
-    def score(self, p: np.ndarray) -> np.ndarray:
-        if self.buf.cfg.thompson.score == "variance":
-            return p * (1.0 - p)
-        g = self.group_size
-        return 1.0 - p ** g - (1.0 - p) ** g
-
-    def pop(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        c, rng = self.buf.cfg.thompson, self.buf.rng
-        m = len(self.ids) if c.candidates == 0 else min(len(self.ids), c.candidates * n)
-        cand = self.ids.draw(m, rng)
-        if len(cand) <= n:
-            return cand, np.ones(len(cand))
-        a, b = self.posterior(cand)
-        score = self.score(rng.beta(a, b))
-        order = np.argpartition(-score, n - 1)
-        self.ids.insert(cand[order[n:]])  # the candidates not chosen stay available
-        out = cand[order[:n]]
-        return out, np.ones(n)
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "evidence_s": self.evidence_s.copy(), "evidence_f": self.evidence_f.copy(),
-                "seen_step": self.seen_step.copy(), "group_size": self.group_size}
-
-    def load_state_dict(self, state: dict, available: np.ndarray) -> None:
-        super().load_state_dict(state, available)
-        self.evidence_s[:] = state["evidence_s"]
-        self.evidence_f[:] = state["evidence_f"]
-        self.seen_step[:] = state["seen_step"]
-        self.group_size = int(state["group_size"])
-
-
-@register_sampler("skip")
-class SkipSampler(UniformSampler):
-    """Uniform draws with a pre-rollout skip (after GRESO): a problem whose last ``after`` groups were all
-    zero-variance is skipped, before any rollout is spent on it, with a probability that adapts to hold
-    the zero-variance share of what is generated near ``target``.
-
-    Two skip probabilities, one for problems whose recent groups were all solved and one for all failed,
-    each move by ``adapt_rate`` x (its zero-variance share in the latest groups − target / 2) after every
-    update, within [0, 1 − explore]: a predictably zero-variance problem is still tried with probability
-    at least ``explore``, so nothing starves and forgetting (or a late success) is seen. Skipped problems
-    stay available (they were never in flight) and are counted in ``buffer/skipped``; when too few are
-    left, skipped ones fill the batch.
-    """
-
-    SOLVED_SIDE, FAILED_SIDE = 0, 1
-
-    def __init__(self, buf: "PriorityBuffer"):
-        super().__init__(buf)
-        self.skip_prob = np.full(2, buf.cfg.skip.initial)
-
-    def pop(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        c, rng, streak = self.buf.cfg.skip, self.buf.rng, self.buf.streak
-        chosen: list[np.ndarray] = []
-        skipped: list[np.ndarray] = []
-        need = n
-        while need > 0 and len(self.ids):
-            cand = self.ids.draw(need, rng)
-            u = rng.random(len(cand))
-            s = streak[cand]
-            skip = ((s >= c.after) & (u < self.skip_prob[self.SOLVED_SIDE])) | \
-                   ((s <= -c.after) & (u < self.skip_prob[self.FAILED_SIDE]))
-            chosen.append(cand[~skip])
-            skipped.append(cand[skip])
-            need -= int((~skip).sum())
-        passed = np.concatenate(skipped) if skipped else np.empty(0, dtype=np.int64)
-        if need > 0:  # everything left was skipped: fill with skipped ones rather than serve a short batch
-            chosen.append(passed[:need])
-            passed = passed[need:]
-        self.ids.insert(passed)
-        self.buf.counters["skipped"] = self.buf.counters.get("skipped", 0) + len(passed)
-        out = np.concatenate(chosen) if chosen else np.empty(0, dtype=np.int64)
-        return out, np.ones(len(out))
-
-    def observe(self, ids: np.ndarray, successes: np.ndarray, group_size: int) -> None:
-        if len(ids) == 0:
-            return
-        c = self.buf.cfg.skip
-        shares = np.array([(successes == group_size).mean(), (successes == 0).mean()])
-        self.skip_prob = np.clip(self.skip_prob + c.adapt_rate * (shares - c.target / 2), 0.0, 1.0 - c.explore)
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "skip_prob": self.skip_prob.copy()}
-
-    def load_state_dict(self, state: dict, available: np.ndarray) -> None:
-        super().load_state_dict(state, available)
-        self.skip_prob[:] = state["skip_prob"]

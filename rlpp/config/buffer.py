@@ -11,7 +11,7 @@ from rlpp.config.base import Problems, at_least, in_range, one_of
 def sampler_names() -> list[str]:
     """The registered samplers (``rlpp.buffer.samplers.SAMPLERS``, the only list of their names): a sampler
     registered with ``@register_sampler`` is selectable by ``buffer.sampler`` at once."""
-    from rlpp.buffer.samplers import SAMPLERS  # at call time: rlpp.buffer imports this module
+    from rlpp.buffer import SAMPLERS  # at call time: rlpp.buffer imports this module
 
     return sorted(SAMPLERS)
 
@@ -150,6 +150,133 @@ class SkipConfig:
         yield from in_range("initial", self.initial, 0.0, 1.0 - self.explore)
 
 
+@dataclass(frozen=True)
+class PriorConfig:
+    """Where a problem's Beta prior comes from, for the samplers that keep a posterior (``thompson``,
+    ``mopps``, ``prioritized`` with ``priority=posterior``) and for ``skip`` / ``greso``'s first draws.
+
+    ``flat``: every problem starts from the sampler's own pseudo-counts, so a first draw is uninformed.
+    ``cluster``: a problem starts from the pooled, recently weighted pass rate of its cluster (the values of
+    ``data.group_key``; the level on the built-in task), with ``strength`` pseudo-rollouts, so even a problem
+    never drawn is predicted from the problems like it (DOTS's idea, with the cluster as the similarity).
+    """
+
+    mode: str = "flat"
+    """``flat`` or ``cluster`` (needs cluster labels: ``data.group_key``, or the built-in task's levels)."""
+    strength: float = 4.0
+    """With ``mode=cluster``: pseudo-rollouts the cluster's pass rate counts for in each problem's prior."""
+    discount: float = 0.98
+    """With ``mode=cluster``: weight a cluster's pooled evidence keeps per step, so it follows the policy."""
+    refresh_steps: int = 10
+    """With ``mode=cluster`` and ``prioritized``: steps between two re-scorings of every waiting problem
+    under the clusters' current rates (heap keys are static between them)."""
+
+    def _problems(self) -> Problems:
+        yield from one_of("mode", self.mode, ("flat", "cluster"))
+        yield from in_range("strength", self.strength, 0.0, 1e6, lo_open=True)
+        yield from in_range("discount", self.discount, 0.0, 1.0, lo_open=True)
+        yield from at_least("refresh_steps", self.refresh_steps, 1)
+
+
+@dataclass(frozen=True)
+class MoppsConfig:
+    """MoPPS (Qu et al., arXiv 2507.04632) as published: a Beta posterior per problem, decayed toward its
+    prior at every visit, Thompson draws over uniformly drawn candidates, the B draws closest to a target."""
+
+    decay: float = 0.5
+    """λ: at each visit the evidence so far keeps this weight before the new group is added
+    (α ← λα + (1 − λ)α₀ + s); 0.5 is the paper's Countdown / Geometry3k setting, 1 its MATH one."""
+    candidates: int = 8
+    """Each batch of B draws candidates x B problems uniformly (the paper's ``ts_ratio``)."""
+    target: float = 0.5
+    """The B candidates whose posterior draw is closest to this pass rate are served."""
+    prior_successes: float = 1.0
+    """α₀ of the flat prior (the paper's Beta(1, 1))."""
+    prior_failures: float = 1.0
+    """β₀ of the flat prior."""
+
+    def _problems(self) -> Problems:
+        yield from in_range("decay", self.decay, 0.0, 1.0)
+        yield from at_least("candidates", self.candidates, 2)
+        yield from in_range("target", self.target, 0.0, 1.0)
+        yield from in_range("prior_successes", self.prior_successes, 0.0, 1e6, lo_open=True)
+        yield from in_range("prior_failures", self.prior_failures, 0.0, 1e6, lo_open=True)
+
+
+@dataclass(frozen=True)
+class GresoConfig:
+    """GRESO (Li et al., arXiv 2506.02177) as published: skip a problem before any rollout with probability
+    1 − max(p^k, ``floor``) after k consecutive easy (or hard) groups, with p_easy / p_hard steered each step
+    toward a zero-variance target. ``trainer.fill=signal`` makes it the paper's full method (dynamic sampling)."""
+
+    easy_threshold: float = 0.98
+    """A group is easy when its mean reward is >= this."""
+    hard_threshold: float = 0.11
+    """A group is hard when its mean reward is <= this."""
+    p_easy: float = 0.5
+    """Initial keep base of the easy side (skip probability 1 − max(p_easy^k, floor))."""
+    p_hard: float = 0.5
+    """Initial keep base of the hard side."""
+    target: float = 0.25
+    """Zero-variance share of the generated groups the steering aims for ..."""
+    easy_share: float = 0.3333333333333333
+    """... of which this share is easy groups and the rest hard ("more exploration on hard examples")."""
+    adjust: float = 0.01
+    """Change of p_easy / p_hard per step: down when its side's share of the step's groups is at or above
+    its target (skip more), up otherwise."""
+    min_p: float = 0.05
+    """Least keep base."""
+    max_p: float = 0.95
+    """Largest keep base."""
+    floor: float = 0.01
+    """A skip candidate is still tried with at least this probability."""
+
+    def _problems(self) -> Problems:
+        yield from in_range("easy_threshold", self.easy_threshold, 0.0, 1.0)
+        yield from in_range("hard_threshold", self.hard_threshold, 0.0, 1.0)
+        if self.hard_threshold >= self.easy_threshold:
+            yield "hard_threshold", f"must be below easy_threshold ({self.easy_threshold}), got {self.hard_threshold}"
+        yield from in_range("min_p", self.min_p, 0.0, 1.0)
+        yield from in_range("max_p", self.max_p, self.min_p, 1.0)
+        yield from in_range("p_easy", self.p_easy, self.min_p, self.max_p)
+        yield from in_range("p_hard", self.p_hard, self.min_p, self.max_p)
+        yield from in_range("target", self.target, 0.0, 1.0)
+        yield from in_range("easy_share", self.easy_share, 0.0, 1.0)
+        yield from in_range("adjust", self.adjust, 0.0, 1.0)
+        yield from in_range("floor", self.floor, 0.0, 1.0, lo_open=True)
+
+
+@dataclass(frozen=True)
+class RandomSkipConfig:
+    """A control for skipping arms: a fixed random share of the pool is skipped at every draw, whatever its
+    history (skipping with no prediction: fewer problems, more draws of each)."""
+
+    rate: float = 0.0
+    """Share of the pool (so of uniform draws) skipped; set it to the share a skipping arm skipped."""
+
+    def _problems(self) -> Problems:
+        yield from in_range("rate", self.rate, 0.0, 1.0, hi_open=True)
+
+
+@dataclass(frozen=True)
+class OracleConfig:
+    """An upper bound, not a method: selection by each problem's pass rate under the current policy, measured
+    by ``rollouts`` extra rollouts per problem every ``every_steps`` steps that are **not** charged to the
+    budget. A problem is drawn with probability ∝ max(its chance that a group of G carries signal, ``floor``)."""
+
+    rollouts: int = 16
+    """Rollouts per problem of each measurement."""
+    every_steps: int = 25
+    """Steps between two measurements of the whole pool (the first is before step 1)."""
+    floor: float = 0.01
+    """Least selection weight, so a problem measured as always solved or failed can still be drawn."""
+
+    def _problems(self) -> Problems:
+        yield from at_least("rollouts", self.rollouts, 1)
+        yield from at_least("every_steps", self.every_steps, 1)
+        yield from in_range("floor", self.floor, 0.0, 1.0, lo_open=True)
+
+
 SELECTIONS = ("greedy", "proportional", "softmax")
 
 
@@ -221,7 +348,10 @@ class BufferConfig:
     tokens for its accuracy. One of ``prioritized`` (by ω, tuned by ``buffer.prioritized``), ``paper`` (the paper's method
     exactly: greedy top-B, park after one zero-variance group, periodic retest), ``uniform``, ``per``,
     ``prompt_replay``, ``dapo_filter``, ``thompson`` (Thompson selection over a discounted Beta posterior,
-    ``buffer.thompson``) or ``skip`` (uniform with an adaptive pre-rollout skip, ``buffer.skip``)."""
+    ``buffer.thompson``), ``mopps`` (MoPPS as published, ``buffer.mopps``), ``skip`` (uniform with an adaptive
+    pre-rollout skip, ``buffer.skip``), ``greso`` (GRESO's pre-rollout skip as published, ``buffer.greso``),
+    ``random_skip`` (a control: a fixed random share of the pool skipped, ``buffer.random_skip``) or ``oracle``
+    (an upper bound: selection by pass rates measured with uncharged rollouts, ``buffer.oracle``)."""
     success_threshold: float = 0.5
     """A rollout succeeds when its reward >= this; rewards need not be binary."""
     unseen_priority: float = 0.25
@@ -237,9 +367,20 @@ class BufferConfig:
     dapo_filter: DapoFilterConfig = field(default_factory=DapoFilterConfig)
     thompson: ThompsonConfig = field(default_factory=ThompsonConfig)
     skip: SkipConfig = field(default_factory=SkipConfig)
+    mopps: MoppsConfig = field(default_factory=MoppsConfig)
+    greso: GresoConfig = field(default_factory=GresoConfig)
+    random_skip: RandomSkipConfig = field(default_factory=RandomSkipConfig)
+    oracle: OracleConfig = field(default_factory=OracleConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
 
     def _problems(self) -> Problems:
         yield from one_of("sampler", self.sampler, sampler_names())
+        if self.prior.mode == "cluster" and self.sampler in sampler_names():
+            from rlpp.buffer.samplers import sampler_class
+
+            if not sampler_class(self).reads_prior(self):
+                yield "prior.mode", (f"cluster is read by thompson, mopps, skip, greso and prioritized with "
+                                     f"prioritized.priority=posterior; buffer.sampler={self.sampler} would ignore it")
         yield from in_range("unseen_priority", self.unseen_priority, 0.0, 0.25, lo_open=True)
         yield from one_of("stats", self.stats, ("latest", "decayed"))
         yield from in_range("decay", self.decay, 0.0, 1.0, hi_open=True)

@@ -450,7 +450,13 @@ class TrainerConfig:
     counts. A sampler that predicts well then pays for fewer rollouts per step. ``off``: one draw per step.
     (``buffer.sampler=dapo_filter`` always filters, its own way: ``buffer.dapo_filter``.)"""
     fill_rounds: int = 4
-    """With ``fill=signal``: most draws per step (a step that still lacks signal groups trains on what it has)."""
+    """With ``fill=signal`` or ``screen``: most draws per step (a step that still lacks signal groups trains on
+    what it has)."""
+    screen_rollouts: int = 4
+    """With ``fill=screen`` (in-step screening, after SPEED-RL): each drawn problem first gets this many
+    rollouts; only a problem whose screen holds both a success and a failure is completed to
+    ``rollout.group_size`` (the screen's rollouts are part of its group), the others are recorded with their
+    screen alone. Every rollout, screened or completed, counts."""
 
     def _problems(self) -> Problems:
         yield from at_least("steps", self.steps, 1)
@@ -462,7 +468,8 @@ class TrainerConfig:
         yield from at_least("max_bad_steps", self.max_bad_steps, 1)
         yield from one_of("mode", self.mode, ("sync", "pipelined"))
         yield from in_range("max_staleness", self.max_staleness, 1, 64)
-        yield from one_of("fill", self.fill, ("off", "signal"))
+        yield from one_of("fill", self.fill, ("off", "signal", "screen"))
+        yield from at_least("screen_rollouts", self.screen_rollouts, 1)
         yield from at_least("fill_rounds", self.fill_rounds, 1)
         if not self.output_dir:
             yield "output_dir", "must name a folder"
@@ -539,10 +546,15 @@ class EvalConfig:
     output: str = ""
     """JSON file ``rlpp eval`` writes (empty: ``eval_<split>.json`` in the model folder when it is a local
     folder, else in the working directory)."""
+    final_k: list[int] = field(default_factory=list)
+    """The trainer's last evaluation also reports pass@k for these k (from max(final_k) samples per problem),
+    e.g. [1, 2, 4, 8, 16]: does training narrow what the model can solve? Empty: nothing extra."""
 
     def _problems(self) -> Problems:
         for v in self.k:
             yield from at_least("k", v, 1)
+        for v in self.final_k:
+            yield from at_least("final_k", v, 1)
         yield from at_least("samples", self.samples, 0)
         if self.k and self.samples and self.samples < max(self.k):
             yield "samples", f"must be >= the largest k ({max(self.k)}) to estimate pass@k, got {self.samples}"
@@ -668,18 +680,25 @@ class Config:
             if ro.colocate:
                 yield "trainer.mode", ("pipelined needs the rollout engines awake while the learner trains; "
                                        "rollout.colocate=true puts them to sleep (use sync)")
-            if self.trainer.fill == "signal" or self.buffer.sampler == "dapo_filter":
-                yield "trainer.mode", ("pipelined draws one batch per step ahead of time; dynamic filling "
-                                       "(trainer.fill=signal, buffer.sampler=dapo_filter) needs trainer.mode=sync")
+            if self.trainer.fill != "off" or self.buffer.sampler == "dapo_filter":
+                yield "trainer.mode", ("pipelined draws one batch per step ahead of time; dynamic filling and "
+                                       "screening (trainer.fill=signal|screen, buffer.sampler=dapo_filter) need "
+                                       "trainer.mode=sync")
+            if self.buffer.sampler == "oracle":
+                yield "trainer.mode", ("the oracle sampler measures the pool between steps with the current policy; "
+                                       "it needs trainer.mode=sync")
             if self.weight_sync == "nccl":
                 yield "rollout.weight_sync", ("pipelined needs object_store: an NCCL sync waits for every batch queued "
                                               "on the rollout actors, so the learner would stand still each step")
         if self.algo.tis_cap > 0 and self.algo.old_logprobs == "rollout":
             yield "algo.tis_cap", ("does nothing with algo.old_logprobs=rollout (the ratio is then already against the "
                                    "engine's log-probs, so the TIS weight is 1): use old_logprobs=recompute")
-        if self.trainer.fill == "signal" and self.buffer.sampler == "dapo_filter":
+        if self.trainer.fill != "off" and self.buffer.sampler == "dapo_filter":
             yield "trainer.fill", ("must be off with buffer.sampler=dapo_filter, which filters its own way "
                                    "(buffer.dapo_filter.oversample); use fill=signal with another sampler")
+        if self.trainer.fill == "screen" and self.trainer.screen_rollouts >= self.rollout.group_size:
+            yield "trainer.screen_rollouts", (f"must be below rollout.group_size ({self.rollout.group_size}): the "
+                                              f"screen is the first part of a group, got {self.trainer.screen_rollouts}")
         r = self.buffer.retest
         periodic = r.mode == "periodic" or self.buffer.sampler == "paper"  # paper retests periodically whatever mode says
         if periodic and r.per_round > self.trainer.batch_size:

@@ -23,12 +23,13 @@ class ProblemSet:
     answers: list[str]
     """Reference answers, as text."""
     levels: np.ndarray | None = None
-    """Difficulty label per problem (int), synthetic task only. For reports: samplers must not read it."""
+    """Difficulty label per problem (int), synthetic task only. For reports, and for a sampler only as its
+    cluster when ``buffer.prior.mode=cluster`` asks for one (``cluster_ids``)."""
     source: str = ""
     """Where the problems came from (file, hub name, or task), for messages."""
     groups: list[str] | None = None
     """A label per problem from the row field ``data.group_key`` (e.g. MATH's ``level`` or ``subject``),
-    for evaluation broken down by it. Like ``levels``, never read by samplers."""
+    for evaluation broken down by it, and the cluster of ``buffer.prior.mode=cluster``."""
 
     def __post_init__(self) -> None:
         if len(self.prompts) != len(self.answers):
@@ -43,6 +44,14 @@ class ProblemSet:
 
     def __len__(self) -> int:
         return len(self.prompts)
+
+    def cluster_ids(self) -> np.ndarray | None:
+        """An int cluster per problem for a cluster prior: the ``data.group_key`` labels numbered in order of
+        first appearance, else the built-in task's levels; None when the set has neither."""
+        if self.groups is not None:
+            codes: dict[str, int] = {}
+            return np.array([codes.setdefault(g, len(codes)) for g in self.groups], dtype=np.int64)
+        return None if self.levels is None else self.levels.copy()
 
     def subset(self, ids: Sequence[int] | np.ndarray) -> ProblemSet:
         """The problems ``ids``, in that order, as a new set (ids are renumbered from 0)."""

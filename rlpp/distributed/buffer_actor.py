@@ -21,9 +21,11 @@ def create_buffer_actor(
     name: str | None = None,
     num_cpus: float = 1,
     max_restarts: int = 0,
+    group_size: int = 8,
+    clusters=None,
 ) -> "ray.actor.ActorHandle":
     """Start one buffer actor. ``name`` makes it reachable with ``ray.get_actor`` (e.g. by a scaler)."""
     options: dict = {"num_cpus": num_cpus, "max_restarts": max_restarts, "max_concurrency": 1}
     if name is not None:
         options["name"] = name
-    return ray.remote(PriorityBuffer).options(**options).remote(cfg, num_problems, seed)
+    return ray.remote(PriorityBuffer).options(**options).remote(cfg, num_problems, seed, group_size, clusters)

@@ -74,7 +74,9 @@ def build_parts(cfg, out: Path, problems: dict, model_path: str, warmstart: dict
     with ExitStack() as stack:
         if cfg.ray.check_resources:  # fail now, naming the keys, rather than wait on what can never fit
             check_fits(run_requests(cfg))
-        buffer = ActorClient(create_buffer_actor(cfg.buffer, len(problems["train"]), seed=cfg.seed, num_cpus=0))
+        train = problems["train"]
+        buffer = ActorClient(create_buffer_actor(cfg.buffer, len(train), seed=cfg.seed, num_cpus=0,
+                                                 group_size=cfg.rollout.group_size, clusters=train.cluster_ids()))
         stack.callback(buffer.kill)
         # Colocated: one placement group, each bundle holding a learner rank and a rollout actor on one
         # GPU. The engines start first, so vLLM sizes its KV cache before the learner allocates.

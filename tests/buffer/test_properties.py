@@ -71,7 +71,8 @@ def machine_for(sampler: str, stats: str, mode: str | None):
             self.last_visit = np.full(n, -1, dtype=np.int64)
             self.sample_step = np.full(n, -1, dtype=np.int64)
             self.outstanding: list[list[int]] = []
-            self.counters = dict(forgotten=0, unlocked=0, retested=0, released=0, seen=0, updates=0, skipped=0)
+            self.counters = dict(forgotten=0, unlocked=0, retested=0, released=0, seen=0, updates=0, skipped=0,
+                                 solved_revisits=0, solved_then_failed=0)
             self.step = 0
             self.last_round = 0
 
@@ -207,6 +208,9 @@ def machine_for(sampler: str, stats: str, mode: str | None):
                 s = int((r[row] >= thr).sum())
                 if not self.history[i]:
                     self.counters["seen"] += 1
+                elif self.p_ref(i) == 1:  # solved last time: a revisit of a solved problem, failing if any fails
+                    self.counters["solved_revisits"] += 1
+                    self.counters["solved_then_failed"] += s < g
                 self.history[i].append((s, g))
                 p = self.p_ref(i)
                 new_pool = SOLVED if p == 1 else UNSOLVED if p == 0 else HEAP

@@ -31,9 +31,15 @@ prediction?). The candidate default, named before any result of this study was s
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import math
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -73,6 +79,22 @@ SKIPPING = ("greso", "greso_fill")
 """The skipping arms random_skip is matched to (the better of the two in each cell by final accuracy)."""
 SWEEP_FILE = Path("configs/ablate/replay-sweep.yaml")
 SWEEP_DIR = Path("runs/ablate/replay-sweep")
+RESULTS = Path("benchmarks/results/replay")
+FINAL_K = [1, 2, 4, 8, 16]
+D4_ARMS = 2
+"""At D = 4 only uniform, the oracle, the candidate and the best this many other arms of the regime at D = 16."""
+
+
+def cell_name(regime: str, d: float) -> str:
+    return f"replay-{regime}-d{d:g}"
+
+
+def cell_file(regime: str, d: float) -> Path:
+    return Path(f"configs/ablate/{cell_name(regime, d)}.yaml")
+
+
+def cell_dir(regime: str, d: float) -> Path:
+    return Path(f"runs/ablate/{cell_name(regime, d)}")
 
 
 def regime_overrides(regime: str, d: float) -> dict:
@@ -102,11 +124,284 @@ def sweep() -> None:
     print(f"wrote {SWEEP_FILE}: {len(arms)} runs")
 
 
+def choose() -> dict[str, tuple[int, float, list]]:
+    """arm -> (B, lr) with the best final dev accuracy in the sweep (ties: the lower lr, then the smaller B),
+    and every setting's dev accuracy. Never reads held-out numbers."""
+    spec = yaml.safe_load((SWEEP_DIR / "ablation.yaml").read_text())
+    rows: dict[str, list] = {}
+    for name, ov in spec["arms"].items():
+        summary = SWEEP_DIR / name / "seed_0" / "summary.json"
+        if not summary.is_file():
+            raise SystemExit(f"{summary}: the sweep is not finished (run rlpp ablate {SWEEP_FILE})")
+        arm = name.rsplit("_b", 1)[0]
+        dev = json.loads(summary.read_text())["final_dev_accuracy"]
+        rows.setdefault(arm, []).append((dev, ov["trainer.batch_size"], ov["learner.lr"]))
+    out = {}
+    for arm, rs in rows.items():
+        dev, b, lr = max(rs, key=lambda r: (r[0], -r[2], -r[1]))
+        out[arm] = (b, lr, sorted(rs, key=lambda r: (r[1], r[2])))
+    return out
+
+
+def uniform_name(b: int, lr: float) -> str:
+    return f"uniform_b{b}_lr{lr:g}"
+
+
+def load_summaries(regime: str, d: float) -> dict[str, list[dict]]:
+    """arm -> finished runs' summary.json (plus the last logged buffer counters) of a cell, if it ran."""
+    folder, out = cell_dir(regime, d), {}
+    for arm_dir in sorted(folder.glob("*/")) if folder.is_dir() else []:
+        runs = []
+        for seed_dir in sorted(arm_dir.glob("seed_*")):
+            if (seed_dir / "summary.json").is_file():
+                s = json.loads((seed_dir / "summary.json").read_text())
+                last = {}
+                for line in (seed_dir / "metrics.jsonl").read_text().splitlines():
+                    r = json.loads(line)
+                    if "buffer/updates" in r:
+                        last = r
+                s["skipped_share"] = last.get("buffer/skipped", 0) / max(1, last.get("buffer/skipped", 0) + last["buffer/updates"])
+                runs.append(s)
+        out[arm_dir.name] = runs
+    return out
+
+
+def paired_ratios(regime: str, d: float) -> dict[str, float]:
+    """arm -> its paired rollout ratio to uniform (the cell's paired.csv), for choosing D = 4's arms."""
+    path = cell_dir(regime, d) / "paired.csv"
+    if not path.is_file():
+        return {}
+    with open(path) as f:
+        return {r["arm"]: float(r["ratio_to_ref_final"]) for r in csv.DictReader(f)}
+
+
+def write_cell(regime: str, d: float, chosen: dict) -> Path:
+    """The cell's ablation file: each arm at its chosen (B, lr), uniform also at every other (B, lr) an arm
+    uses (its second reference), and random_skip once the cell's skipping arms have finished."""
+    arms = dict(ARMS)
+    if d == 4:  # uniform, the oracle, the candidate and the regime's best other arms at D = 16
+        ratios = paired_ratios(regime, 16)
+        if not ratios:
+            raise SystemExit(f"{cell_dir(regime, 16)}: no paired.csv yet; D = 4 takes its arms from D = 16")
+        ranked = [a for a, r in sorted(ratios.items(), key=lambda kv: kv[1] if math.isfinite(kv[1]) else math.inf)
+                  if a in ARMS and a not in ("uniform", "oracle", "oracle_fill", CANDIDATE, "random_skip")]
+        keep = {"uniform", "oracle", CANDIDATE, *ranked[:D4_ARMS]}
+        arms = {a: ov for a, ov in arms.items() if a in keep}
+    settings = {a: chosen[a][:2] for a in arms if a != "random_skip"}
+    if "random_skip" in arms:
+        runs = load_summaries(regime, d)
+        done = {a: runs.get(a, []) for a in SKIPPING}
+        if all(len(done[a]) >= len(SEEDS) for a in SKIPPING):
+            best = max(SKIPPING, key=lambda a: np.mean([r["final_accuracy"] for r in done[a]]))
+            rate = float(np.mean([r["skipped_share"] for r in done[best]]))
+            arms["random_skip"] = {**ARMS["random_skip"], "buffer.random_skip.rate": round(rate, 4),
+                                   **({k: v for k, v in ARMS[best].items() if k.startswith("trainer.")})}
+            settings["random_skip"] = settings[best]
+        else:
+            del arms["random_skip"]
+    spec_arms = {a: {**ov, "trainer.batch_size": settings[a][0], "learner.lr": settings[a][1]} for a, ov in arms.items()}
+    ub, ulr = settings["uniform"]
+    references = {}
+    for a, (b, lr) in settings.items():
+        if a != "uniform" and (b, lr) != (ub, ulr):
+            references[a] = uniform_name(b, lr)
+            spec_arms.setdefault(uniform_name(b, lr), {**ARMS["uniform"], "trainer.batch_size": b, "learner.lr": lr})
+    table = "; ".join(f"{a}: B={b}, lr={lr:g}" for a, (b, lr) in settings.items())
+    spec = {
+        "base": "configs/tiny.yaml",
+        "description": (f"Replay study (issue 19), regime `{regime}` at D = {d:g} ({POOLS[d]:,} problems, {BUDGET:,} "
+                        f"rollouts). Candidate default, named before any result: `{CANDIDATE}`. (B, lr) per arm from "
+                        f"the dev-split sweep on capable at D = 16, seed 0: {table}. `uniform_b*_lr*` are uniform at "
+                        "another arm's (B, lr), its second reference."),
+        "budget_rollouts": BUDGET,
+        "seeds": SEEDS,
+        "arm_seeds": {a: FIVE for a in ("uniform", CANDIDATE) if a in spec_arms},
+        "references": references,
+        "parallel": 2,
+        "output_dir": str(cell_dir(regime, d)),
+        "targets": {"rollouts": 0.6, "zero_var": 0.5, "abs_adv": 1.3},
+        "overrides": {**regime_overrides(regime, d), "trainer.eval_dev": False, "eval.final_k": FINAL_K},
+        "arms": spec_arms,
+    }
+    header = (f"# GENERATED by benchmarks/replay_study.py write from the sweep in {SWEEP_DIR}; run alone:\n"
+              f"#   .venv/bin/rlpp ablate {cell_file(regime, d)}\n")
+    cell_file(regime, d).write_text(header + yaml.safe_dump(spec, sort_keys=False, width=120))
+    return cell_file(regime, d)
+
+
+def write(cells: list[tuple[str, float]]) -> None:
+    chosen = choose()
+    for arm, (b, lr, rows) in chosen.items():
+        print(f"{arm}: B={b} lr={lr:g}  (" + ", ".join(f"B{rb}/{rlr:g}: {100 * dev:.1f}%" for dev, rb, rlr in rows) + ")")
+    for regime, d in cells:
+        print(f"wrote {write_cell(regime, d, chosen)}")
+
+
+def run(cells: list[tuple[str, float]]) -> None:
+    """Each cell in turn: write its file, run it, write again (random_skip joins once the skipping arms are
+    done) and run again. Resumable: finished runs are skipped."""
+    rlpp = Path(sys.executable).parent / "rlpp"
+    chosen = choose()
+    for regime, d in cells:
+        for _ in range(2):
+            path = write_cell(regime, d, chosen)
+            print(f"== rlpp ablate {path}", flush=True)
+            if subprocess.run([str(rlpp), "ablate", str(path)]).returncode != 0:
+                raise SystemExit(f"rlpp ablate {path} failed")
+
+
+def collect() -> None:
+    """benchmarks/results/replay/: each cell's report, CSVs and plots, the sweep's table, summary.md and
+    the paired ratio against D per regime."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for folder in [SWEEP_DIR] + [cell_dir(r, d) for r, d in CELLS]:
+        if not (folder / "report.md").is_file():
+            print(f"{folder}: no report yet")
+            continue
+        dst = RESULTS / folder.name.removeprefix("replay-")
+        shutil.rmtree(dst, ignore_errors=True)
+        dst.mkdir(parents=True)
+        for name in ("report.md", "summary.csv", "runs.csv", "paired.csv", "matched.csv", "diagnostics.csv", "ablation.yaml"):
+            if (folder / name).is_file():
+                shutil.copy(folder / name, dst / name)
+        if (folder / "plots").is_dir() and folder != SWEEP_DIR:
+            shutil.copytree(folder / "plots", dst / "plots")
+        print(f"copied {folder} -> {dst}")
+    summary_md()
+    plot_ratio_vs_d()
+
+
+def _read(path: Path) -> dict[str, dict]:
+    if not path.is_file():
+        return {}
+    with open(path) as f:
+        return {r["arm"]: r for r in csv.DictReader(f)}
+
+
+def _fmt_ratio(r: dict) -> str:
+    try:
+        m, lo, hi = float(r["ratio_to_ref_final" if "ratio_to_ref_final" in r else "ratio"]), float(r["ratio_ci95_lo"]), r["ratio_ci95_hi"]
+    except (KeyError, ValueError):
+        return "–"
+    if not math.isfinite(m):
+        return "not reached"
+    ge = "≥ " if r.get("censored_seeds", "0") not in ("0", "") else ""
+    hi_s = "∞" if hi == "inf" else f"{float(hi):.2f}" if hi not in ("", "nan") else "–"
+    lo_s = f"{lo:.2f}" if math.isfinite(lo) else "–"
+    return f"{ge}{m:.2f}× [{lo_s}–{hi_s}]"
+
+
+def _fmt_pts(m: str, h: str) -> str:
+    try:
+        m_, h_ = 100 * float(m), 100 * float(h)
+    except ValueError:
+        return "–"
+    return "–" if not math.isfinite(m_) else (f"{m_:+.1f} ± {h_:.1f}" if math.isfinite(h_) else f"{m_:+.1f}")
+
+
+def summary_md() -> None:
+    lines = ["# Replay study: per-cell summary", "",
+             "Generated by `benchmarks/replay_study.py collect`. Each cell is one regime at one D (draws per problem = "
+             "51,200 rollouts / (8 × pool)); the full report of a cell, with its plots, is in its folder. Paired ratio: "
+             "geometric mean over seeds of (rollouts to the same uniform seed's final held-out accuracy) / (uniform's "
+             "rollouts to it), 95% CI on the logs; ≥ when a seed never got there. `× matched`: the same against uniform "
+             "run at the arm's own (B, lr). Accuracy differences in points, paired by seed.", ""]
+    for regime, d in CELLS:
+        folder = RESULTS / cell_name(regime, d).removeprefix("replay-")
+        summ, paired, matched, diag = (_read(folder / n) for n in ("summary.csv", "paired.csv", "matched.csv", "diagnostics.csv"))
+        if not summ:
+            continue
+        lines += [f"## {regime}, D = {d:g} ({POOLS[d]:,} problems)", "",
+                  "| arm | seeds | final acc | × uniform [95% CI] | final − uniform | × matched uniform | final − matched "
+                  "| zero-var × uniform | ρ | AUROC | drawn ≥ D/2 | pass@1 | pass@16 |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for arm, a in summ.items():
+            p, m, g = paired.get(arm, {}), matched.get(arm, {}), diag.get(arm, {})
+            ratio = "1.00×" if arm == "uniform" else _fmt_ratio(p)
+            diff = "–" if arm == "uniform" else _fmt_pts(p.get("final_acc_diff", "nan"), p.get("final_acc_diff_ci95", "nan"))
+            mr = _fmt_ratio(m) if m else "(same as uniform)" if arm not in ("uniform",) and not arm.startswith("uniform_") else "–"
+            md = _fmt_pts(m.get("final_acc_diff", "nan"), m.get("final_acc_diff_ci95", "nan")) if m else "–"
+
+            def num(k, scale=1.0, digits=2):
+                try:
+                    v = float(g.get(k, "nan")) * scale
+                except ValueError:
+                    return "–"
+                return f"{v:.{digits}f}" if math.isfinite(v) else "–"
+
+            lines.append(f"| {arm} | {a['seeds_finished']} | {100 * float(a['final_accuracy']):.1f} ± "
+                         f"{100 * float(a['final_accuracy_ci95'] or 'nan'):.1f} | {ratio} | {diff} | {mr} | {md} "
+                         f"| {float(a['zero_var_ratio']):.2f}× | {num('prediction_spearman')} | {num('zero_variance_auroc')} "
+                         f"| {num('coverage_half_d', 100, 0)}% | {num('pass@1', 100, 1)} | {num('pass@16', 100, 1)} |")
+        lines.append("")
+    (RESULTS / "summary.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {RESULTS / 'summary.md'}")
+
+
+def plot_ratio_vs_d() -> None:
+    """RESULTS/ratio_vs_d_<regime>.png: each arm's paired rollout ratio to uniform (95% CI) against D."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for regime in ("capable", "mixed", "rare"):
+        cells = [(d, _read(RESULTS / cell_name(regime, d).removeprefix("replay-") / "paired.csv")) for d in (1.6, 4, 16)]
+        cells = [(d, p) for d, p in cells if p]
+        if not cells:
+            continue
+        fig, ax = plt.subplots(figsize=(8, 5))
+        arms = [a for a in ARMS if a != "uniform" and any(a in p for _, p in cells)]
+        for k, arm in enumerate(arms):
+            xs, ms, los, his = [], [], [], []
+            for d, p in cells:
+                r = p.get(arm)
+                if not r or not math.isfinite(float(r["ratio_to_ref_final"])):
+                    continue
+                m = float(r["ratio_to_ref_final"])
+                lo = float(r["ratio_ci95_lo"]) if r["ratio_ci95_lo"] not in ("", "nan") else m
+                hi = float(r["ratio_ci95_hi"]) if r["ratio_ci95_hi"] not in ("", "nan", "inf") else 10.0
+                xs.append(d * (1 + 0.025 * (k - len(arms) / 2)))  # spread the points so the bars do not overlap
+                ms.append(m), los.append(m - lo), his.append(hi - m)
+            if xs:
+                style = dict(lw=2.5) if arm == CANDIDATE else dict(ls="--") if arm.startswith("oracle") else {}
+                ax.errorbar(xs, ms, yerr=[los, his], marker="o", capsize=3, label=arm, **style)
+        ax.axhline(1.0, color="k", lw=1)
+        ax.axhline(0.6, color="grey", lw=1, ls=":")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks([1.6, 4, 16], ["1.6", "4", "16"])
+        ax.set_xlabel("D = draws per problem (budget / (G x pool))")
+        ax.set_ylabel("rollouts to uniform's final accuracy, x uniform (paired)")
+        ax.set_title(f"{regime}: paired rollout ratio vs D (95% CI; bars cut at 10x; 0.6x target dotted)")
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        fig.savefig(RESULTS / f"ratio_vs_d_{regime}.png", dpi=110)
+        plt.close(fig)
+        print(f"wrote {RESULTS / f'ratio_vs_d_{regime}.png'}")
+
+
+def parse_cells(text: str | None) -> list[tuple[str, float]]:
+    """``capable-16,mixed-1.6`` -> [(capable, 16), (mixed, 1.6)]; None: every cell, in the study's order."""
+    if not text:
+        return list(CELLS)
+    out = []
+    for item in text.split(","):
+        regime, _, d = item.partition("-")
+        cell = (regime, float(d) if "." in d else int(d))
+        if cell not in CELLS:
+            raise SystemExit(f"--cells: {item}: not a cell of the study; cells: {CELLS}")
+        out.append(cell)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("sweep",))
+    ap.add_argument("what", choices=("sweep", "write", "run", "collect"))
+    ap.add_argument("--cells", help="e.g. capable-16,mixed-16 (default: every cell)")
     args = ap.parse_args()
-    {"sweep": sweep}[args.what]()
+    cells = parse_cells(args.cells)
+    {"sweep": sweep, "write": lambda: write(cells), "run": lambda: run(cells), "collect": collect}[args.what]()
     return 0
 
 

@@ -144,11 +144,12 @@ def write_report(out_dir: str | Path) -> Path:
     target = float(np.mean([r.summary["final_accuracy"] for r in ref_done])) if ref_done else math.nan
     stats = {arm: arm_stats(arm, rs, target) for arm, rs in runs.items()}
     pairs = {arm: paired(rs, runs[ref], spec.budget_rollouts) for arm, rs in runs.items() if arm != ref}
+    matched = {arm: paired(runs[arm], runs[other], spec.budget_rollouts) for arm, other in spec.references.items()}
     finished = [r for rs in runs.values() for r in rs if r.status == "finished"]
     budget = budget_problems(finished, spec.budget_rollouts)
     figures = _plots(out / "plots", {a: s.runs for a, s in stats.items()}, target)
-    _write_csvs(out, spec, stats, runs, target, pairs)
-    md = _markdown(spec, stats, runs, target, budget, figures, out, pairs)
+    _write_csvs(out, spec, stats, runs, target, pairs, matched)
+    md = _markdown(spec, stats, runs, target, budget, figures, out, pairs, matched)
     (out / "report.md").write_text(md)
     return out / "report.md"
 
@@ -226,9 +227,24 @@ def _to_target(st: ArmStats) -> str:
     return f"{st.to_target_mean:,.0f} ({st.reached}/{len(st.runs)})"
 
 
-def _markdown(spec, stats, runs, target, budget, figures, out: Path, pairs: dict[str, Paired]) -> str:
+def draws_per_problem(stats: dict[str, ArmStats]) -> float:
+    """D of the ablation's runs (budget / (G x pool)); NaN when the runs predate the summary's pool size."""
+    ds = [r.draws_per_problem() for st in stats.values() for r in st.runs]
+    ds = [d for d in ds if np.isfinite(d)]
+    return float(np.median(ds)) if ds else math.nan
+
+
+def _markdown(spec, stats, runs, target, budget, figures, out: Path, pairs: dict[str, Paired],
+              matched: dict[str, Paired] | None = None) -> str:
     ref, refst = spec.reference, stats[spec.reference]
     lines = [f"# Ablation report: {out.name}", ""]
+    d = draws_per_problem(stats)
+    if np.isfinite(d):
+        pools = sorted({r.summary["num_problems"] for st in stats.values() for r in st.runs if "num_problems" in r.summary})
+        groups = sorted({r.summary["group_size"] for st in stats.values() for r in st.runs if "group_size" in r.summary})
+        lines += [f"**Draws per problem D = budget / (G × pool) = {spec.budget_rollouts:,} / ({'/'.join(map(str, groups))} "
+                  f"× {'/'.join(f'{p:,}' for p in pools)}) = {d:.1f}**: how often a sampler that learns from a problem's "
+                  "own history can come back to it.", ""]
     if spec.description:
         lines += [spec.description.strip(), ""]
     lines += [f"Base training config `{spec.base}`; equal budget of **{spec.budget_rollouts:,} rollouts** per run "
@@ -265,6 +281,9 @@ def _markdown(spec, stats, runs, target, budget, figures, out: Path, pairs: dict
               "Forgotten / unlocked: the buffer's counters at the last step (bookkeeping only for samplers that "
               "do not park). Wall time: the whole `rlpp train` process (start-up and evaluations included).", ""]
     lines += _paired_section(spec, stats, pairs)
+    if matched:
+        lines += _matched_section(spec, matched)
+    lines += _diagnostics_section(stats)
     n_done = sum(len(st.runs) for st in stats.values())
     if budget:
         lines += ["**Budget check: VIOLATED** — these runs did not end within one step's worth above the budget:", ""]
@@ -334,6 +353,52 @@ def _paired_section(spec, stats: dict[str, ArmStats], pairs: dict[str, Paired]) 
     return lines + [""]
 
 
+def _matched_section(spec, matched: dict[str, Paired]) -> list[str]:
+    lines = ["### Against a second reference", "",
+             "Each arm below also against the arm named beside it (`references` in the ablation file), seed by seed "
+             "as above: e.g. uniform run at the arm's own batch size and learning rate, so that a gain is not a "
+             "batch-size or learning-rate effect.", "",
+             "| arm | reference | paired seeds | rollouts to the reference's final, × reference | final acc − reference |",
+             "| --- | --- | ---: | ---: | ---: |"]
+    for arm, p in matched.items():
+        lines.append(f"| {arm} | {spec.references[arm]} | {len(p.seeds)} | {ratio_text(p.to_ref_final)} | {_pts(p.final_diff)} |")
+    return lines + [""]
+
+
+DIAGNOSTICS = (("prediction_spearman", "ρ(predicted, realized)", 2, 1.0),
+               ("zero_variance_auroc", "AUROC zero-var", 2, 1.0),
+               ("coverage", "drawn ≥ 1×", 1, 100.0),
+               ("coverage_half_d", "drawn ≥ D/2×", 1, 100.0),
+               ("longest_gap", "longest gap (steps)", 0, 1.0),
+               ("forgetting_rate", "solved → failed", 2, 1.0),
+               ("skipped_share", "skipped share", 2, 1.0))
+PASS_AT = (1, 2, 4, 8, 16)
+
+
+def _diagnostics_section(stats: dict[str, ArmStats]) -> list[str]:
+    """Per arm, mean ± 95% CI over seeds of the buffer's end-of-run diagnostics and the final pass@k."""
+    have = [k for k in DIAGNOSTICS if any(np.isfinite(r.diagnostic(k[0])) for st in stats.values() for r in st.runs)]
+    ks = [k for k in PASS_AT if any(np.isfinite(r.diagnostic(f"pass@{k}")) for st in stats.values() for r in st.runs)]
+    if not have and not ks:
+        return []
+    lines = ["## Diagnostics", "",
+             "What each sampler predicted and how it spread its draws (`summary.json`'s `diagnostics`, mean ± 95% CI "
+             "over seeds). ρ: Spearman correlation of the pass rate the sampler predicted when it drew a problem with "
+             "the pass rate its group showed (a problem it cannot predict counts at the run's pass rate so far); "
+             "AUROC: how well the predicted chance of a zero-variance group (p^G + (1 − p)^G) separates the groups "
+             "that were zero-variance from those that were not (0.5 is chance); drawn ≥ 1× / ≥ D/2×: share of the "
+             "pool; longest gap: the most steps between two visits of one problem; solved → failed: share of "
+             "revisits of a problem solved by its whole last group that failed at least once (forgetting); skipped "
+             "share: draws passed over before generation. pass@k: held-out, at the end (`eval.final_k`), in %.", "",
+             "| arm | " + " | ".join(k[1] for k in have) + "".join(f" | pass@{k}" for k in ks) + " |",
+             "| --- |" + " ---: |" * (len(have) + len(ks))]
+    for arm, st in stats.items():
+        cells = [_num(mean_ci([r.diagnostic(key) * scale for r in st.runs]), digits) for key, _, digits, scale in have]
+        cells += [_pct(mean_ci([r.diagnostic(f"pass@{k}") for r in st.runs])) for k in ks]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def _pts(v: tuple[float, float]) -> str:
     m, h = v
     if not np.isfinite(m):
@@ -398,8 +463,25 @@ def _overlap(a: tuple[float, float], b: tuple[float, float]) -> str:
     return "; the 95% CIs overlap" if abs(a[0] - b[0]) <= a[1] + b[1] else "; the 95% CIs do not overlap"
 
 
-def _write_csvs(out: Path, spec, stats: dict[str, ArmStats], runs, target: float, pairs: dict[str, Paired]) -> None:
+def _write_csvs(out: Path, spec, stats: dict[str, ArmStats], runs, target: float, pairs: dict[str, Paired],
+                matched: dict[str, Paired] | None = None) -> None:
     refst = stats[spec.reference]
+    keys = [k[0] for k in DIAGNOSTICS] + [f"pass@{k}" for k in PASS_AT]
+    with open(out / "diagnostics.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arm", "seeds", "draws_per_problem", *(c for k in keys for c in (k, f"{k}_ci95"))])
+        for arm, st in stats.items():
+            d = mean_ci([r.draws_per_problem() for r in st.runs])[0]
+            w.writerow([arm, len(st.runs), d, *(c for k in keys for c in mean_ci([r.diagnostic(k) for r in st.runs]))])
+    if matched:
+        with open(out / "matched.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["arm", "reference", "paired_seeds", "ratio", "ratio_ci95_lo", "ratio_ci95_hi", "censored_seeds",
+                        "final_acc_diff", "final_acc_diff_ci95"])
+            for arm, p in matched.items():
+                pr = p.to_ref_final
+                w.writerow([arm, spec.references[arm], " ".join(map(str, p.seeds)), pr["mean"], pr["lo"], pr["hi"],
+                            pr["censored"], *p.final_diff])
     with open(out / "paired.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["arm", "paired_seeds", "ratio_to_ref_final", "ratio_ci95_lo", "ratio_ci95_hi", "censored_seeds",

@@ -68,6 +68,21 @@ class RunResult:
         values = self.steps.get(key)
         return float(np.nansum(values)) if values is not None else math.nan
 
+    def draws_per_problem(self) -> float:
+        """D = budget / (G x pool): the rollouts spent over the rollouts of one group per training problem."""
+        pool, g = self.summary.get("num_problems"), self.summary.get("group_size")
+        return self.final_rollouts / (g * pool) if pool and g else math.nan
+
+    def diagnostic(self, key: str) -> float:
+        """One of the buffer's end-of-run diagnostics (``summary.json``'s ``diagnostics``), NaN when absent;
+        ``skipped_share`` is the share of draws a skipping sampler passed over."""
+        if key == "skipped_share":
+            skipped, served = self.last("skipped"), self.last("updates")
+            return skipped / (skipped + served) if np.isfinite(skipped) and skipped + served > 0 else math.nan
+        if key.startswith("pass@"):
+            return float(self.summary.get(f"final_{key}", math.nan))
+        return float(self.summary.get("diagnostics", {}).get(key, math.nan))
+
     def mean_abs_adv(self) -> float:
         """Mean |advantage| per rollout generated (discarded groups count as 0)."""
         gen = self.steps["generated"].sum()
@@ -118,7 +133,7 @@ def _steps(records: list[dict], drop_zero_variance: bool) -> dict[str, np.ndarra
                "zero_var": 1.0 - useful / generated, "abs_adv": sum_abs_adv / generated}
     out["tokens"] = np.array([_num(r.get("rollout/tokens", 0.0)) for r in rows])
     out["trained_tokens"] = np.array([_num(r.get("train/tokens", 0.0)) for r in rows])
-    for key in (*POOLS, "forgotten", "unlocked"):
+    for key in (*POOLS, "forgotten", "unlocked", "skipped", "updates"):
         out[key] = np.array([_num(r.get(f"buffer/{key}")) for r in rows])
     return out
 

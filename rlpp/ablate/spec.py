@@ -7,6 +7,7 @@ overrides: {trainer.eval_every: 25}  # dotted training keys applied to every arm
 budget_rollouts: 51200            # rollouts (generated samples) each run may spend (required)
 seeds: [0, 1, 2]                  # every arm runs once per seed
 arm_seeds: {uniform: [0, 1, 2, 3, 4]}  # arms that run other seeds (optional; e.g. more for the reference)
+references: {prop: uniform_lr1e-4}  # a second reference per arm, e.g. uniform at the arm's own settings (optional)
 arms:                             # name -> dotted training keys of that arm (required)
   prioritized: {buffer.sampler: prioritized}
   uniform: {buffer.sampler: uniform}
@@ -33,7 +34,7 @@ import yaml
 SPEC_FILE = "ablation.yaml"
 """The resolved spec, saved in the output folder by ``rlpp ablate``; ``rlpp report`` reads it."""
 SPEC_KEYS = ("base", "overrides", "budget_rollouts", "seeds", "arm_seeds", "arms", "output_dir", "parallel", "description",
-             "targets")
+             "targets", "references")
 DEFAULT_TARGETS = {"rollouts": 0.6, "zero_var": 0.4, "abs_adv": 1.3}
 """What an arm should achieve against the reference: rollouts to the reference's final accuracy ≤ 0.6×,
 zero-variance share ≤ 0.4×, mean |advantage| ≥ 1.3× (the report says which are met)."""
@@ -63,6 +64,9 @@ class AblationSpec:
     description: str = ""
     targets: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TARGETS))
     arm_seeds: dict[str, list[int]] = field(default_factory=dict)
+    references: dict[str, str] = field(default_factory=dict)
+    """arm -> a second arm it is also compared with, seed by seed (e.g. uniform at that arm's batch size and
+    learning rate, so a gain is not a batch-size or learning-rate effect)."""
 
     def seeds_of(self, arm: str) -> list[int]:
         """The seeds ``arm`` runs: its ``arm_seeds`` entry, else ``seeds``."""
@@ -176,6 +180,13 @@ def _build(raw: dict, path: Path) -> AblationSpec:
     unknown = sorted(set(arm_seeds) - set(arms))
     if unknown:
         raise SpecError(f"{where}: arm_seeds.{unknown[0]}: no such arm; arms: {list(arms)}")
+    references = raw.get("references") or {}
+    if not isinstance(references, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in references.items()):
+        raise SpecError(f"{where}: references: a mapping of arm name -> reference arm name, got {references!r}")
+    for arm, ref_arm in references.items():
+        if arm not in arms or ref_arm not in arms:
+            raise SpecError(f"{where}: references.{arm}: {arm if arm not in arms else ref_arm!r} is not an arm; "
+                            f"arms: {list(arms)}")
     overrides = _flat(raw.get("overrides") or {}, f"{where}: overrides")
     for key in RUNNER_KEYS:
         for label, layer in (("overrides", overrides), *((f"arms.{n}", a) for n, a in arms.items())):
@@ -192,6 +203,7 @@ def _build(raw: dict, path: Path) -> AblationSpec:
         raise SpecError(f"{where}: targets: a mapping of {list(DEFAULT_TARGETS)} to positive numbers, got {targets!r}")
     return AblationSpec(base=str(base), budget_rollouts=budget, arms=arms, seeds=list(seeds), overrides=overrides,
                         output_dir=output_dir, parallel=parallel, description=description, arm_seeds=arm_seeds,
+                        references=references,
                         targets={**DEFAULT_TARGETS, **{k: float(v) for k, v in targets.items()}})
 
 

@@ -24,7 +24,8 @@ def spec_text(out: Path, arms: dict[str, str], budget: int = 160, seeds=(0, 1), 
 
 def write_run(folder: Path, overrides: list[str], accuracy: list[float], *, eval_every: int = 2,
               generated: list[int] | None = None, zero_var: float = 0.5, abs_adv: float = 0.4,
-              forgotten: int = 1, unlocked: int = 2, seconds: float = 3.0, base: str = "configs/tiny.yaml") -> None:
+              forgotten: int = 1, unlocked: int = 2, seconds: float = 3.0, base: str = "configs/tiny.yaml",
+              summary_extra: dict | None = None, skipped: int = 0) -> None:
     """A finished run folder: ``accuracy[k]`` is the held-out accuracy at evaluation k (step k * eval_every,
     the last one at the final step); ``generated`` the rollouts of each step (default B x G every step);
     the logged zero-variance share and mean |adv| are over the training batch of B groups."""
@@ -53,12 +54,13 @@ def write_run(folder: Path, overrides: list[str], accuracy: list[float], *, eval
                         "train/sequences": int(round((1 - zero_var) * b * g)), "rollout/pass_rate": 0.5,
                         "buffer/heap": n - 10, "buffer/solved": 5, "buffer/unsolved": 5, "buffer/in_flight": 0,
                         "buffer/forgotten": forgotten, "buffer/unlocked": unlocked, "rollouts": rollouts[step - 1],
+                        "buffer/skipped": skipped * step, "buffer/updates": b * step,
                         "train/loss": 0.0})
     records.sort(key=lambda r: (r["step"], "eval/accuracy" in r))
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     summary = {"initial_accuracy": accuracy[0], "final_accuracy": accuracy[-1], "best_accuracy": max(accuracy),
                "best_step": int(np.argmax(accuracy)) * eval_every, "steps": steps, "rollouts": rollouts[-1],
-               "seconds": seconds, "output_dir": str(folder), "warmstart_dev_accuracy": 0.3}
+               "seconds": seconds, "output_dir": str(folder), "warmstart_dev_accuracy": 0.3, **(summary_extra or {})}
     (folder / "summary.json").write_text(json.dumps(summary))
 
 

@@ -140,3 +140,43 @@ def test_rollouts_to_target_not_assessed_when_the_reference_did_not_improve(tmp_
     assert "held-out accuracy 30.0% before training, 26.0 ± 0.0% at the end" in report
     assert "rollouts to 26.0% not assessed: uniform ended at or below its initial accuracy (30.0%)" in report
     assert "target met" not in report.split("**prioritized**")[1].split(";")[0]
+
+
+def test_report_prints_d_the_diagnostics_and_a_second_reference_per_arm(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(spec_text(tmp_path / "out", {"uniform": "uniform", "mopps": "mopps", "uniform_b2": "uniform"},
+                              budget=96, extra="references: {mopps: uniform_b2}\n"))
+    spec = load_spec(path)
+    Path(spec.output_dir).mkdir(parents=True)
+    (Path(spec.output_dir) / SPEC_FILE).write_text(spec.to_yaml())
+    runs = {k: v[1] for k, v in resolve_configs(spec).items()}
+    for s in (0, 1):
+        diag = {"num_problems": 60, "group_size": 4, "final_pass@1": 0.4 + 0.1 * s, "final_pass@4": 0.7,
+                "diagnostics": {"prediction_spearman": 0.5 + 0.1 * s, "zero_variance_auroc": 0.7, "coverage": 0.9,
+                                "coverage_half_d": 0.5, "longest_gap": 10 + s, "forgetting_rate": 0.2}}
+        write_run(spec.run_dir("uniform", s), runs["uniform", s], UNIFORM[s], summary_extra=diag)
+        write_run(spec.run_dir("uniform_b2", s), runs["uniform_b2", s], [0.30, 0.32, 0.33, 0.35], summary_extra=diag)
+        write_run(spec.run_dir("mopps", s), runs["mopps", s], PRIORITIZED[s], summary_extra=diag, skipped=4)
+    report = write_report(spec.output_dir).read_text()
+    out = Path(spec.output_dir)
+    # D = 96 rollouts over (G = 4) x (60 problems)
+    assert "D = budget / (G × pool) = 96 / (4 × 60) = 0.4" in report
+    assert "## Diagnostics" in report and "| mopps | 0.55 ± 0.64 |" in report
+    diag = read_csv(out / "diagnostics.csv")
+    assert float(diag["mopps"]["prediction_spearman"]) == pytest.approx(0.55)
+    assert float(diag["mopps"]["skipped_share"]) == pytest.approx(0.5)  # 4 skipped per 4 served each step
+    assert float(diag["uniform"]["pass@1"]) == pytest.approx(0.45)
+    assert float(diag["uniform"]["draws_per_problem"]) == pytest.approx(0.4)
+    matched = read_csv(out / "matched.csv")
+    assert matched["mopps"]["reference"] == "uniform_b2"
+    assert float(matched["mopps"]["final_acc_diff"]) == pytest.approx((0.46 - 0.35 + 0.44 - 0.35) / 2)
+    assert "### Against a second reference" in report
+
+
+def test_a_reference_that_is_not_an_arm_is_refused(tmp_path):
+    from rlpp.ablate.spec import SpecError
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(spec_text(tmp_path / "out", {"uniform": "uniform"}, extra="references: {uniform: nope}\n"))
+    with pytest.raises(SpecError, match="references.uniform: 'nope' is not an arm"):
+        load_spec(path)

@@ -191,7 +191,7 @@ def synthetic_batch(args, cfg, vocab_low: int, pad_id: int):
         completions.append(group)
     rewards = (torch.rand(args.prompts, args.group_size, generator=gen) < 0.5).float()
     rewards[:, 0], rewards[:, 1] = 1.0, 0.0  # every group has variance: none is dropped
-    batch, _ = make_train_batch(prompts, completions, rewards, std_normalize=cfg.algo.std_normalize,
+    batch, _ = make_train_batch(prompts, completions, rewards, estimator=cfg.algo.estimator,
                                 drop_zero_variance=cfg.algo.drop_zero_variance, pad_id=pad_id)
     return batch
 

@@ -79,7 +79,7 @@ def child(mode: str, seq_len: int, batch: int, folder: str) -> dict:
     prompts = [torch.randint(3, VOCAB, (PROMPT,), generator=g).tolist() for _ in range(batch // 2)]
     groups = [[(torch.randint(3, VOCAB, (comp,), generator=g).tolist(), [-1.0] * comp) for _ in range(2)]
               for _ in prompts]
-    tb, _ = make_train_batch(prompts, groups, torch.tensor([[1.0, 0.0]] * len(prompts)), std_normalize=True,
+    tb, _ = make_train_batch(prompts, groups, torch.tensor([[1.0, 0.0]] * len(prompts)), estimator="grpo",
                              drop_zero_variance=True, pad_id=0)
     before = _kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current size

@@ -58,7 +58,7 @@ def grpo_batch():
         prompt, good, bad = [5, 6, 14, 11, 17], [5, 13, 1], [9, 9, 1]
         completions = [[(good, [-1.0] * 3), (bad, [-1.0] * 3)] for _ in range(n_groups)]
         rewards = torch.tensor([[1.0, 0.0]] * n_groups)
-        batch, _ = make_train_batch([prompt] * n_groups, completions, rewards, std_normalize=True,
+        batch, _ = make_train_batch([prompt] * n_groups, completions, rewards, estimator="grpo",
                                     drop_zero_variance=True, pad_id=0)
         return batch
 

@@ -17,7 +17,7 @@ from rlpp.distributed.control import RunControl
 from rlpp.distributed.runtime import Parts
 from rlpp.metrics import read_metrics
 from rlpp.rollout.engine import Completion
-from rlpp.rollout.worker import POLICY_VERSION, RolloutResult
+from rlpp.rollout.worker import RolloutResult
 from rlpp.trainer import Trainer
 
 B, G = 4, 4
@@ -36,9 +36,8 @@ class FakeRollouts:
         rewards = (rng.random((len(ids), sampling.n)) < p[:, None]).astype(float)
         comps = [[Completion([3, 1], [-0.5, -0.1], True) for _ in range(sampling.n)] for _ in ids]
         return RolloutResult(np.asarray(ids, dtype=np.int64), [[2, 3]] * len(ids), comps, rewards,
-                             [["x"] * sampling.n for _ in ids],
-                             {"time/generate": 0.001, "rollout/tokens": 2.0 * len(ids) * sampling.n,
-                              POLICY_VERSION: float(self.version)})
+                             {"time/generate": 0.001, "rollout/tokens": 2.0 * len(ids) * sampling.n},
+                             version=self.version)
 
     def generate(self, split, ids, sampling):
         return self.collect(self.submit(split, ids, sampling))
@@ -49,8 +48,7 @@ class FakeRollouts:
 
     def collect(self, pending, version=None):
         (result, _), = pending
-        got = int(result.metrics.pop(POLICY_VERSION))
-        assert version is None or got == version
+        assert version is None or result.version == version
         return result
 
     def submit_weights(self, ref, version=None):
@@ -90,13 +88,15 @@ class FakeSync:
     def __init__(self, rollouts, learners):
         self.rollouts, self.learners, self.calls = rollouts, learners, 0
 
-    def __call__(self, version=None):
+    def sync(self, version):
         self.calls += 1
         self.rollouts.submit_weights(self.learners.weights(), version)
 
     def push(self, version):
-        self.calls += 1
-        return self.rollouts.submit_weights(self.learners.weights(), version)
+        self.sync(version)  # loads apply in call order on the one fake actor, as queued ones do
+
+    def wait_pushed(self, block=True):
+        pass
 
     def release_memory(self):
         pass

@@ -51,7 +51,7 @@ def make_train_batch(
     completions: list[list[tuple[list[int], list[float]]]],
     rewards: Tensor,
     *,
-    std_normalize: bool,
+    estimator: str = "grpo",
     drop_zero_variance: bool,
     pad_id: int,
     weights=None,
@@ -59,11 +59,11 @@ def make_train_batch(
     """Advantages per group, then rows for the learner.
 
     ``prompts[i]`` are prompt token ids of problem i, ``completions[i][j]`` its j-th (token ids, log-probs),
-    ``rewards`` has shape (P, G); ``weights`` (P,) are per-problem loss weights every sample of the
+    ``rewards`` has shape (P, G); ``estimator`` names a registered advantage estimator; ``weights`` (P,) are per-problem loss weights every sample of the
     group carries (None: no weights). Returns None for the batch when every group was dropped.
     """
     rewards = rewards.to(torch.float64)
-    adv = compute_advantages(rewards, "grpo" if std_normalize else "dr_grpo")
+    adv = compute_advantages(rewards, estimator)
     flat = zero_variance(rewards)
     metrics = {
         "rollout/zero_variance_frac": float(flat.double().mean()),

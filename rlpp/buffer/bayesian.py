@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rlpp.buffer.view import ProblemStats
 from rlpp.buffer.samplers import UniformSampler, register_sampler
 
 
@@ -24,9 +25,9 @@ class PosteriorSampler(UniformSampler):
     def reads_prior(cls, cfg) -> bool:
         return True
 
-    def __init__(self, buf):
-        super().__init__(buf)
-        n = buf.num_problems
+    def __init__(self, stats: "ProblemStats"):
+        super().__init__(stats)
+        n = stats.num_problems
         self.evidence_s = np.zeros(n)  # faded successes, as of ``seen_step`` (per-step fading only)
         self.evidence_f = np.zeros(n)
         self.seen_step = np.zeros(n, dtype=np.int64)
@@ -44,8 +45,8 @@ class PosteriorSampler(UniformSampler):
 
     def posterior(self, ids: np.ndarray, step: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Beta parameters (a, b) of ``ids`` at ``step`` (default: the buffer's current step)."""
-        step = self.buf.step if step is None else step
-        a0, b0 = self.buf.prior(ids, step)
+        step = self.stats.step if step is None else step
+        a0, b0 = self.stats.prior(ids, step)
         fade = self._fade(ids, step)
         return a0 + fade * self.evidence_s[ids], b0 + fade * self.evidence_f[ids]
 
@@ -54,14 +55,14 @@ class PosteriorSampler(UniformSampler):
         return a / (a + b)
 
     def observe(self, ids: np.ndarray, successes: np.ndarray, group_size: int) -> None:
-        step = self.buf.step
+        step = self.stats.step
         fade = self._fade(ids, step)
         self.evidence_s[ids] = fade * self.evidence_s[ids] + successes
         self.evidence_f[ids] = fade * self.evidence_f[ids] + (group_size - successes)
         self.seen_step[ids] = step
 
     def pop(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        rng = self.buf.rng
+        rng = self.stats.rng
         m = len(self.ids) if self.candidates == 0 else min(len(self.ids), self.candidates * n)
         cand = self.ids.draw(m, rng)
         if len(cand) <= n:
@@ -89,21 +90,23 @@ class ThompsonSampler(PosteriorSampler):
     policy fades. Scored by ``signal`` = 1 − p̃^G − (1 − p̃)^G, the chance that a group of G carries signal,
     or ``variance`` = p̃(1 − p̃). Nothing parks."""
 
-    def __init__(self, buf):
-        super().__init__(buf)
-        self.candidates = buf.cfg.thompson.candidates
+    config_groups = ("thompson",)
+
+    def __init__(self, stats: "ProblemStats"):
+        super().__init__(stats)
+        self.candidates = stats.cfg.thompson.candidates
 
     @classmethod
     def flat_prior(cls, cfg) -> tuple[float, float]:
         return cfg.thompson.prior_successes, cfg.thompson.prior_failures
 
     def _fade(self, ids: np.ndarray, step: int) -> np.ndarray:
-        return self.buf.cfg.thompson.discount ** (step - self.seen_step[ids]).astype(np.float64)
+        return self.stats.cfg.thompson.discount ** (step - self.seen_step[ids]).astype(np.float64)
 
     def score(self, p: np.ndarray) -> np.ndarray:
-        if self.buf.cfg.thompson.score == "variance":
+        if self.stats.cfg.thompson.score == "variance":
             return p * (1.0 - p)
-        g = self.buf.group_size
+        g = self.stats.group_size
         return 1.0 - p ** g - (1.0 - p) ** g
 
 
@@ -114,19 +117,21 @@ class MoppsSampler(PosteriorSampler):
     r ~ Beta(α, β) for each and serves the B with the smallest (r − target)². With ``buffer.prior.mode=
     cluster`` α₀, β₀ are the problem's cluster prior at the time of the draw."""
 
-    def __init__(self, buf):
-        super().__init__(buf)
-        self.candidates = buf.cfg.mopps.candidates
+    config_groups = ("mopps",)
+
+    def __init__(self, stats: "ProblemStats"):
+        super().__init__(stats)
+        self.candidates = stats.cfg.mopps.candidates
 
     @classmethod
     def flat_prior(cls, cfg) -> tuple[float, float]:
         return cfg.mopps.prior_successes, cfg.mopps.prior_failures
 
     def observe(self, ids: np.ndarray, successes: np.ndarray, group_size: int) -> None:
-        lam = self.buf.cfg.mopps.decay
+        lam = self.stats.cfg.mopps.decay
         self.evidence_s[ids] = lam * self.evidence_s[ids] + successes
         self.evidence_f[ids] = lam * self.evidence_f[ids] + (group_size - successes)
-        self.seen_step[ids] = self.buf.step
+        self.seen_step[ids] = self.stats.step
 
     def score(self, p: np.ndarray) -> np.ndarray:
-        return -((p - self.buf.cfg.mopps.target) ** 2)
+        return -((p - self.stats.cfg.mopps.target) ** 2)

@@ -23,9 +23,9 @@ import numpy as np
 from rlpp.buffer.diagnostics import PredictionLog, summarize
 from rlpp.buffer.prior import make_prior
 from rlpp.buffer.samplers import Sampler, sampler_class
+from rlpp.buffer.view import ProblemStats
 from rlpp.buffer.structures import (HEAP, IN_FLIGHT, MAX_PROBLEMS, POOL_NAMES, SOLVED, UNSOLVED, IdSet, LazyHeap, key_id,
                                     visit_key, visit_keys)
-from rlpp.config.buffer import PAPER
 from rlpp.config.schema import BufferConfig, validate
 
 STATE_VERSION = 3
@@ -69,8 +69,9 @@ class PriorityBuffer:
         self.cfg = cfg
         self.group_size = int(group_size)
         self.clusters = clusters
-        self.variant = cfg.prioritized if cfg.sampler == "prioritized" else PAPER
-        self.retest_mode = "periodic" if cfg.sampler == "paper" else cfg.retest.mode
+        cls = sampler_class(cfg)
+        self.variant = cls.variant(cfg)
+        self.retest_mode = cls.retest_mode(cfg)
         self.num_problems = n = int(num_problems)
         self.rng = np.random.default_rng(seed)
         self.attempts = np.zeros(n, dtype=np.int64)
@@ -101,7 +102,6 @@ class PriorityBuffer:
         self.last_round = 0
         self.counters = dict(forgotten=0, unlocked=0, retested=0, released=0, seen=0, updates=0, skipped=0,
                              solved_revisits=0, solved_then_failed=0)
-        cls = sampler_class(cfg)
         self.prior = make_prior(cfg.prior, clusters, *cls.flat_prior(cfg))
         self.prior_scores = cfg.prior.mode == "cluster" and cls.serves_by_priority and self.variant.priority == "posterior"
         self.prior_frozen = self.prior.frozen()  # what priorities are computed with (re-frozen at each refresh)
@@ -111,7 +111,8 @@ class PriorityBuffer:
         # Diagnostics: the longest gap between two visits of each problem, and every draw's prediction.
         self.max_gap = np.zeros(n, dtype=np.int64)
         self.predictions = PredictionLog(n)
-        self.sampler: Sampler = cls(self)
+        self.view = ProblemStats(self)  # all a sampler sees of this buffer
+        self.sampler: Sampler = cls(self.view)
         self.sampler.insert(np.arange(n, dtype=np.int64))
 
     # ---------------------------------------------------------------- serving
@@ -132,7 +133,7 @@ class PriorityBuffer:
         n = self.sampler.draw_size(int(batch_size))
         n_retest, new_round = self._retest_quota(n, step)
 
-        self.step = step
+        self.step = self.view.step = step
         if new_round:
             self.last_round = step
         if self._scores_by_prior() and step - self.last_refresh >= self.cfg.prior.refresh_steps:
@@ -141,6 +142,7 @@ class PriorityBuffer:
         retest = self._take(self._pop_parked(n_retest), step)
         mixed = self._take(self._pop_uniform(n - len(retest)), step, drawn_from_available=True)
         ids, weights = self.sampler.pop(n - len(retest) - len(mixed))
+        self.counters["skipped"] += self.sampler.take_skipped()
         self._take(ids, step)
         # A sampler that parks may run dry; parked problems then fill the batch, oldest first.
         fill = self._pop_parked(n - len(retest) - len(mixed) - len(ids)) if self.sampler.parks else retest[:0]
@@ -268,29 +270,11 @@ class PriorityBuffer:
 
     def _priority(self, ids: np.ndarray) -> np.ndarray:
         """ω of visited problems: p̂(1 - p̂), or E[p(1 - p)] under the Beta posterior."""
-        v = self.variant
-        if v.priority == "point":
+        if self.variant.priority == "point":
             p = self.p_hat[ids]
             return p * (1.0 - p)
-        if self.cfg.stats == "decayed":
-            s, t = self.w_successes[ids], self.w_attempts[ids]
-        else:
-            s, t = self.successes[ids].astype(np.float64), self.attempts[ids].astype(np.float64)
-        a0, b0 = self.prior_frozen(ids, self.last_refresh)
-        a, b = a0 + s, b0 + (t - s)
+        a, b = self.view.posterior(ids)
         return a * b / ((a + b) * (a + b + 1.0))
-
-    def posterior_mean(self, ids: np.ndarray) -> np.ndarray:
-        """The ``prioritized`` sampler's estimate of each pass rate: p̂, or the posterior mean with
-        ``priority=posterior`` (the prior's mean for a problem never seen)."""
-        if self.variant.priority == "point":
-            return self.p_hat[ids]
-        if self.cfg.stats == "decayed":
-            s, t = self.w_successes[ids], self.w_attempts[ids]
-        else:
-            s, t = self.successes[ids].astype(np.float64), self.attempts[ids].astype(np.float64)
-        a0, b0 = self.prior_frozen(ids, self.last_refresh)
-        return (a0 + s) / (a0 + b0 + t)
 
     def _scores_by_prior(self) -> bool:
         """Whether priorities come from a cluster prior (a sampler served by priority, with posterior
@@ -308,6 +292,7 @@ class PriorityBuffer:
     def _refresh_priorities(self, step: int) -> None:
         """Freeze the clusters' current rates and re-score every problem not in flight with them."""
         self.prior_frozen, self.last_refresh = self.prior.frozen(), step
+        self.view.prior_frozen, self.view.last_refresh = self.prior_frozen, step
         ids = np.flatnonzero(self.pool != IN_FLIGHT)
         seen = ids[self.visits[ids] > 0]
         self.priority[seen] = self._priority(seen)
@@ -358,9 +343,9 @@ class PriorityBuffer:
         """Every logged group's predicted and realized pass rate (the report's raw diagnostics)."""
         return self.predictions.arrays()
 
-    def filters_groups(self) -> bool:
-        """Whether this buffer's sampler over-draws for the trainer's zero-variance filter (``dapo_filter``)."""
-        return self.sampler.filters
+    def group_filter(self) -> str:
+        """The group filter this buffer's sampler names (``rlpp.loop.filters``; ``dapo`` for ``dapo_filter``)."""
+        return self.sampler.group_filter
 
     def in_flight(self) -> np.ndarray:
         """Ids currently in flight (for returning a failed actor's work)."""
@@ -401,18 +386,11 @@ class PriorityBuffer:
         self.parked.push(ids[pools != HEAP])
 
     # ---------------------------------------------------------------- metrics
-    def stats(self, histogram_bins: int = 0) -> dict[str, float]:
-        """Pool sizes and counters (cheap); with ``histogram_bins`` also histograms of priority over the
-        heap pool's visited problems and of p̂ over all visited problems (a full scan)."""
+    def stats(self) -> dict[str, float]:
+        """Pool sizes and counters (cheap: the loop logs them every step)."""
         out: dict[str, float] = {f"buffer/{name}": int(c) for name, c in zip(POOL_NAMES, self.counts)}
         out.update({f"buffer/{k}": v for k, v in self.counters.items()})
         out["buffer/step"] = self.step
-        if histogram_bins:
-            visited = self.visits > 0
-            hp, _ = np.histogram(self.priority[visited & (self.pool == HEAP)], bins=histogram_bins, range=(0, 0.25))
-            hr, _ = np.histogram(self.p_hat[visited], bins=histogram_bins, range=(0, 1))
-            out["buffer/priority_hist"] = hp.tolist()
-            out["buffer/pass_rate_hist"] = hr.tolist()
         return out
 
     def snapshot(self) -> dict[str, np.ndarray]:
@@ -474,7 +452,8 @@ class PriorityBuffer:
             self.prior_frozen.load_state_dict(state["prior_frozen"])
             self.last_refresh = int(state["last_refresh"])
             self.predictions.load_state_dict(state["predictions"])
-        self.sampler = sampler_class(self.cfg)(self)
+        self.view.step, self.view.prior_frozen, self.view.last_refresh = self.step, self.prior_frozen, self.last_refresh
+        self.sampler = sampler_class(self.cfg)(self.view)
         self.available.load_state_dict(state["available"])
         available = np.flatnonzero(self.pool == HEAP) if self.sampler.parks else np.flatnonzero(self.pool != IN_FLIGHT)
         self.sampler.load_state_dict(state["sampler_state"], available)

@@ -12,21 +12,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from rlpp.buffer.view import ProblemStats
 from rlpp.buffer.samplers import TreeSampler, register_sampler
 
 
 @register_sampler("oracle")
 class OracleSampler(TreeSampler):
+    config_groups = ("oracle",)
     parks = False
+    measures_pool = True
 
-    def __init__(self, buf):
-        super().__init__(buf)
-        self.rate = np.full(buf.num_problems, np.nan)  # measured pass rate; NaN until measured
+    def __init__(self, stats: "ProblemStats"):
+        super().__init__(stats)
+        self.rate = np.full(stats.num_problems, np.nan)  # measured pass rate; NaN until measured
 
     def _mass(self, ids: np.ndarray) -> np.ndarray:
-        p, g = self.rate[ids], self.buf.group_size
+        p, g = self.rate[ids], self.stats.group_size
         signal = np.where(np.isnan(p), 1.0, 1.0 - p ** g - (1.0 - p) ** g)
-        return np.maximum(signal, self.buf.cfg.oracle.floor)
+        return np.maximum(signal, self.stats.cfg.oracle.floor)
 
     def pop(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         ids, _, _ = self.draw(n)

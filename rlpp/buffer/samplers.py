@@ -9,16 +9,15 @@ those that do not. The buffer tells it which ids became available (``insert``) a
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
 from rlpp.buffer.structures import (HEAP, IdSet, LazyHeap, SumTree, float_order, float_order_one, key_id, packed_key,
                                     packed_keys, priority_key, priority_keys)
 
-PriorityBuffer = Any
-"""What a sampler is given: the ``PriorityBuffer`` it serves (its config, rng, step, counters and per-problem
-arrays). Named by duck type, not imported: the buffer imports this module, never the other way round."""
+from rlpp.buffer.view import ProblemStats
+from rlpp.config.buffer import PAPER  # what a sampler is given, never the buffer itself
 
 SAMPLERS: dict[str, type["Sampler"]] = {}
 
@@ -43,14 +42,36 @@ class Sampler:
         """Whether this sampler, under these settings (``buffer``), reads the prior (``buffer.prior``)."""
         return False
 
+    @classmethod
+    def form(cls, cfg) -> type["Sampler"]:
+        """The class that serves these settings (``buffer``): this one, unless its settings pick a variant."""
+        return cls
+
+    @classmethod
+    def variant(cls, cfg):
+        """How the buffer scores and parks problems for this sampler (a ``PrioritizedConfig``): the paper's
+        rule unless the sampler has settings of its own."""
+        return PAPER
+
+    @classmethod
+    def retest_mode(cls, cfg) -> str:
+        """When parked problems are retested (``buffer.retest.mode`` unless the sampler fixes it)."""
+        return cfg.retest.mode
+
+    measures_pool = False
+    """Whether it selects by pass rates the loop measures between steps (``oracle``: sync mode only)."""
+    config_groups: tuple[str, ...] = ()
+    """The ``buffer.*`` settings groups this sampler reads (only those are validated when it is chosen)."""
+
     serves_by_priority = False
     """Whether it serves by the buffer's ``priority`` array (re-scored when a cluster prior moves: ``refresh``)."""
-    filters = False
-    """Whether the trainer should drop this sampler's zero-variance groups and draw again for them
-    (DAPO's dynamic sampling; the sampler over-draws to make room)."""
+    group_filter = "none"
+    """The group filter (``rlpp.loop.filters``) a step applies to this sampler's draws when ``trainer.fill`` is
+    off: ``dapo`` drops zero-variance groups and draws again (DAPO's dynamic sampling; the sampler over-draws
+    to make room)."""
 
-    def __init__(self, buf: "PriorityBuffer"):
-        self.buf = buf
+    def __init__(self, stats: "ProblemStats"):
+        self.stats = stats
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -62,6 +83,11 @@ class Sampler:
     def pop(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Remove and return up to n available ids and their importance weights."""
         raise NotImplementedError
+
+    def take_skipped(self) -> int:
+        """How many candidates the pops since the last call passed over before generation (the buffer
+        counts them in ``buffer/skipped``); 0 for samplers that never skip."""
+        return 0
 
     def members(self) -> np.ndarray:
         """Every id currently available (for invariant checks; a full scan)."""
@@ -82,7 +108,7 @@ class Sampler:
     def predict(self, ids: np.ndarray) -> np.ndarray:
         """This sampler's prediction of each problem's pass rate now, for the report's prediction-quality
         diagnostics (NaN: no prediction). By default the latest group's p̂."""
-        return self.buf.p_hat[ids]
+        return self.stats.p_hat[ids]
 
     def observe(self, ids: np.ndarray, successes: np.ndarray, group_size: int) -> None:
         """A group of ``group_size`` came back for each of ``ids`` with ``successes`` successes (called
@@ -109,26 +135,28 @@ class PrioritizedSampler(Sampler):
     outnumber live ones by ``HEAP_GROWTH``.
     """
 
+    config_groups = ("prioritized",)
+
     HEAP_GROWTH = 2
     HEAP_SLACK = 1024
     serves_by_priority = True
 
-    def __init__(self, buf: "PriorityBuffer"):
-        super().__init__(buf)
-        lazy = buf.variant.uniform_mix > 0
-        self.heap = LazyHeap(self._keys, self._live if lazy else None, lambda: np.flatnonzero(buf.pool == HEAP),
+    def __init__(self, stats: "ProblemStats"):
+        super().__init__(stats)
+        lazy = stats.variant.uniform_mix > 0
+        self.heap = LazyHeap(self._keys, self._live if lazy else None, lambda: np.flatnonzero(stats.pool == HEAP),
                              self.__len__, self.HEAP_GROWTH, self.HEAP_SLACK)
 
     def __len__(self) -> int:
-        return int(self.buf.counts[HEAP])
+        return int(self.stats.counts[HEAP])
 
     def _score(self, priority, last_visit):
         """ω plus the age bonus, as a static key (arrays or scalars)."""
-        c = self.buf.variant.age_bonus
+        c = self.stats.variant.age_bonus
         return priority - c * (last_visit + 1) if c else priority
 
     def _keys(self, ids: np.ndarray) -> list[int]:
-        b = self.buf
+        b = self.stats
         return priority_keys(self._score(b.priority[ids], b.last_visit[ids]), b.last_visit[ids], ids)
 
     def insert(self, ids: np.ndarray) -> None:
@@ -142,8 +170,16 @@ class PrioritizedSampler(Sampler):
     def reads_prior(cls, cfg) -> bool:
         return cfg.prioritized.priority == "posterior"
 
+    @classmethod
+    def form(cls, cfg) -> type["Sampler"]:
+        return cls if cfg.prioritized.selection == "greedy" else StochasticSampler
+
+    @classmethod
+    def variant(cls, cfg):
+        return cfg.prioritized
+
     def predict(self, ids: np.ndarray) -> np.ndarray:
-        return self.buf.posterior_mean(ids)
+        return self.stats.posterior_mean(ids)
 
     def refresh(self) -> None:
         """Every waiting problem's priority changed (a cluster prior moved): re-key them all."""
@@ -151,7 +187,7 @@ class PrioritizedSampler(Sampler):
         self.heap.rebuild()
 
     def _live(self, key: int) -> bool:
-        b, i = self.buf, key_id(key)
+        b, i = self.stats, key_id(key)
         if b.pool[i] != HEAP:
             return False
         lv = int(b.last_visit[i])
@@ -171,9 +207,23 @@ class PaperSampler(PrioritizedSampler):
     """The paper's method exactly: the buffer gives this sampler the ``PAPER`` settings (greedy, point
     priority, park after one zero-variance group, no uniform share, no age bonus) and periodic retest."""
 
+    config_groups = ()
+
     @classmethod
     def reads_prior(cls, cfg) -> bool:
         return False
+
+    @classmethod
+    def form(cls, cfg) -> type["Sampler"]:
+        return cls
+
+    @classmethod
+    def variant(cls, cfg):
+        return PAPER
+
+    @classmethod
+    def retest_mode(cls, cfg) -> str:
+        return "periodic"
 
 
 @register_sampler("uniform")
@@ -182,9 +232,9 @@ class UniformSampler(Sampler):
 
     parks = False
 
-    def __init__(self, buf: "PriorityBuffer"):
-        super().__init__(buf)
-        self.ids = IdSet(buf.num_problems)
+    def __init__(self, stats: "ProblemStats"):
+        super().__init__(stats)
+        self.ids = IdSet(stats.num_problems)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -196,7 +246,7 @@ class UniformSampler(Sampler):
         return self.ids.members()
 
     def pop(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        out = self.ids.draw(n, self.buf.rng)
+        out = self.ids.draw(n, self.stats.rng)
         return out, np.ones(len(out))
 
     def state_dict(self) -> dict:
@@ -211,19 +261,21 @@ class UniformSampler(Sampler):
 class DapoFilterSampler(UniformSampler):
     """Uniform draws, oversampled so that enough groups survive dropping the zero-variance ones."""
 
-    filters = True
+    config_groups = ("dapo_filter",)
+
+    group_filter = "dapo"
 
     def draw_size(self, batch_size: int) -> int:
         # The relative slack absorbs rounding (1.1 * 50 is 55.00000000000001 in floating point).
-        return math.ceil(batch_size * self.buf.cfg.dapo_filter.oversample * (1 - 1e-12))
+        return math.ceil(batch_size * self.stats.cfg.dapo_filter.oversample * (1 - 1e-12))
 
 
 class TreeSampler(Sampler):
     """Draws without replacement with probability ∝ a per-problem mass, over a sum-tree."""
 
-    def __init__(self, buf: "PriorityBuffer"):
-        super().__init__(buf)
-        self.tree = SumTree(buf.num_problems)
+    def __init__(self, stats: "ProblemStats"):
+        super().__init__(stats)
+        self.tree = SumTree(stats.num_problems)
         self.size = 0
 
     def __len__(self) -> int:
@@ -237,7 +289,7 @@ class TreeSampler(Sampler):
         return self.tree.leaf(ids) / self.tree.total
 
     def members(self) -> np.ndarray:
-        return np.flatnonzero(self.tree.leaf(np.arange(self.buf.num_problems)) > 0)
+        return np.flatnonzero(self.tree.leaf(np.arange(self.stats.num_problems)) > 0)
 
     def insert(self, ids: np.ndarray) -> None:
         self.tree.set(ids, self._mass(ids))
@@ -252,7 +304,7 @@ class TreeSampler(Sampler):
         m = min(n, self.size)
         if m == 0:
             return np.empty(0, dtype=np.int64), np.empty(0), self.size
-        rng, tree, total0, n_avail = self.buf.rng, self.tree, self.tree.total, self.size
+        rng, tree, total0, n_avail = self.stats.rng, self.tree, self.tree.total, self.size
         chosen: list[np.ndarray] = []
         probs: list[np.ndarray] = []
         need = m
@@ -276,6 +328,8 @@ class StochasticSampler(TreeSampler):
     exp((ω - 0.25) / temperature)); no importance weights: the point is where the compute goes, not
     an unbiased estimate of the uniform gradient."""
 
+    config_groups = ("prioritized",)
+
     serves_by_priority = True
 
     @classmethod
@@ -286,8 +340,12 @@ class StochasticSampler(TreeSampler):
     def reads_prior(cls, cfg) -> bool:
         return cfg.prioritized.priority == "posterior"
 
+    @classmethod
+    def variant(cls, cfg):
+        return cfg.prioritized
+
     def predict(self, ids: np.ndarray) -> np.ndarray:
-        return self.buf.posterior_mean(ids)
+        return self.stats.posterior_mean(ids)
 
     def refresh(self) -> None:
         """Every waiting problem's priority changed (a cluster prior moved): set all their masses again."""
@@ -295,7 +353,7 @@ class StochasticSampler(TreeSampler):
         self.tree.set(ids, self._mass(ids))
 
     def _mass(self, ids: np.ndarray) -> np.ndarray:
-        v, w = self.buf.variant, self.buf.priority[ids]
+        v, w = self.stats.variant, self.stats.priority[ids]
         if v.selection == "softmax":
             return np.exp((np.minimum(w, 0.25) - 0.25) / v.temperature)
         return (w + v.eps) ** v.alpha
@@ -309,23 +367,23 @@ class StochasticSampler(TreeSampler):
 class PERSampler(TreeSampler):
     """Proportional prioritization: P(i) ∝ (ω_i + eps)^alpha over a sum-tree, with importance weights."""
 
+    config_groups = ("per",)
+
     def _mass(self, ids: np.ndarray) -> np.ndarray:
-        c = self.buf.cfg.per
-        return (self.buf.priority[ids] + c.eps) ** c.alpha
+        c = self.stats.cfg.per
+        return (self.stats.priority[ids] + c.eps) ** c.alpha
 
     def pop(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         ids, probs, n_avail = self.draw(n)
         if len(ids) == 0:
             return ids, probs
-        w = (n_avail * probs) ** (-self.buf.cfg.per.beta)
+        w = (n_avail * probs) ** (-self.stats.cfg.per.beta)
         return ids, w / w.max()
 
 
 def sampler_class(cfg) -> type[Sampler]:
     """The sampler class ``cfg.sampler`` (``buffer.sampler``) names, in the form its settings ask for."""
-    if cfg.sampler == "prioritized" and cfg.prioritized.selection != "greedy":
-        return StochasticSampler
-    return SAMPLERS[cfg.sampler]
+    return SAMPLERS[cfg.sampler].form(cfg)
 
 
 @register_sampler("prompt_replay")
@@ -341,41 +399,43 @@ class PromptReplaySampler(Sampler):
     batch, since a served problem leaves the set at once.
     """
 
+    config_groups = ("prompt_replay",)
+
     parks = False
     HEAP_GROWTH = 4
     HEAP_SLACK = 1024
 
-    def __init__(self, buf: "PriorityBuffer"):
-        super().__init__(buf)
-        self.ids = IdSet(buf.num_problems)
-        self.reuse = np.zeros(buf.num_problems, dtype=np.int32)
+    def __init__(self, stats: "ProblemStats"):
+        super().__init__(stats)
+        self.ids = IdSet(stats.num_problems)
+        self.reuse = np.zeros(stats.num_problems, dtype=np.int32)
         self.heap = LazyHeap(self._keys, self._live, self.ids.members, self.__len__, self.HEAP_GROWTH, self.HEAP_SLACK)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def _candidates(self, ids: np.ndarray) -> np.ndarray:
-        b, c = self.buf, self.buf.cfg.prompt_replay
+        b, c = self.stats, self.stats.cfg.prompt_replay
         dist = np.abs(b.p_hat[ids] - 0.5)
         return (b.visits[ids] > 0) & (dist <= c.window) & (self.reuse[ids] < c.max_reuse)
 
     def _keys(self, ids: np.ndarray) -> list[int]:
         """Heap keys of the candidates among ``ids``: |p̂ - 0.5| is non-negative, so its float64 bits
         order like it."""
-        b = self.buf
+        b = self.stats
         ids = ids[self._candidates(ids)]
         return packed_keys(float_order(np.abs(b.p_hat[ids] - 0.5)), b.last_visit[ids], ids)
 
     def _live(self, key: int) -> bool:
         """Whether an entry still stands for a candidate: not served since it was pushed, replays left,
         and not revisited since (Python floats round |p̂ - 0.5| exactly as numpy did in ``_keys``)."""
-        b, i = self.buf, key_id(key)
+        b, i = self.stats, key_id(key)
         if i not in self.ids or self.reuse[i] >= b.cfg.prompt_replay.max_reuse:
             return False
         return key == packed_key(float_order_one(abs(float(b.p_hat[i]) - 0.5)), int(b.last_visit[i]), i)
 
     def _cooling(self, key: int) -> bool:
-        b = self.buf
+        b = self.stats
         return b.step - int(b.last_visit[key_id(key)]) < b.cfg.prompt_replay.cooldown_steps
 
     def insert(self, ids: np.ndarray) -> None:
@@ -386,7 +446,7 @@ class PromptReplaySampler(Sampler):
         return self.ids.members()
 
     def pop(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        b, c = self.buf, self.buf.cfg.prompt_replay
+        b, c = self.stats, self.stats.cfg.prompt_replay
         replay = self.heap.pop(min(int(c.replay_fraction * n), len(self.ids)), hold=self._cooling)
         for i in replay.tolist():
             self.ids.remove_one(i)

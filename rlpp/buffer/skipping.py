@@ -15,11 +15,20 @@ from __future__ import annotations
 import numpy as np
 
 from rlpp.buffer.prior import zero_variance_chance
+from rlpp.buffer.view import ProblemStats
 from rlpp.buffer.samplers import UniformSampler, register_sampler
 
 
 class SkippingSampler(UniformSampler):
     """Uniform draws without replacement; ``skips(cand)`` decides which candidates are passed over."""
+
+    def __init__(self, stats: "ProblemStats"):
+        super().__init__(stats)
+        self.skipped = 0  # passed over since the buffer last asked
+
+    def take_skipped(self) -> int:
+        n, self.skipped = self.skipped, 0
+        return n
 
     @classmethod
     def reads_prior(cls, cfg) -> bool:
@@ -29,7 +38,7 @@ class SkippingSampler(UniformSampler):
         raise NotImplementedError
 
     def pop(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        rng = self.buf.rng
+        rng = self.stats.rng
         chosen: list[np.ndarray] = []
         skipped: list[np.ndarray] = []
         need = n
@@ -44,7 +53,7 @@ class SkippingSampler(UniformSampler):
             chosen.append(passed[:need])
             passed = passed[need:]
         self.ids.insert(passed)
-        self.buf.counters["skipped"] = self.buf.counters.get("skipped", 0) + len(passed)
+        self.skipped += len(passed)
         out = np.concatenate(chosen) if chosen else np.empty(0, dtype=np.int64)
         return out, np.ones(len(out))
 
@@ -52,14 +61,14 @@ class SkippingSampler(UniformSampler):
         """+1 / −1 / 0 per problem: a virtual first group drawn from its cluster's prior predictive (all solved,
         all failed, mixed), for problems never drawn under a cluster prior; 0 for every other problem."""
         out = np.zeros(len(ids), dtype=np.int64)
-        if self.buf.cfg.prior.mode != "cluster":
+        if self.stats.cfg.prior.mode != "cluster":
             return out
-        fresh = self.buf.visits[ids] == 0
+        fresh = self.stats.visits[ids] == 0
         if not fresh.any():
             return out
-        a, b = self.buf.prior(ids[fresh], self.buf.step)
-        solved, failed = zero_variance_chance(a, b, self.buf.group_size)
-        u = self.buf.rng.random(int(fresh.sum()))
+        a, b = self.stats.prior(ids[fresh], self.stats.step)
+        solved, failed = zero_variance_chance(a, b, self.stats.group_size)
+        u = self.stats.rng.random(int(fresh.sum()))
         out[fresh] = np.where(u < solved, 1, np.where(u < solved + failed, -1, 0))
         return out
 
@@ -76,23 +85,25 @@ class SkipSampler(SkippingSampler):
     at least ``explore``, so nothing starves and forgetting (or a late success) is seen.
     """
 
+    config_groups = ("skip",)
+
     SOLVED_SIDE, FAILED_SIDE = 0, 1
 
-    def __init__(self, buf):
-        super().__init__(buf)
-        self.skip_prob = np.full(2, buf.cfg.skip.initial)
+    def __init__(self, stats: "ProblemStats"):
+        super().__init__(stats)
+        self.skip_prob = np.full(2, stats.cfg.skip.initial)
 
     def skips(self, cand: np.ndarray) -> np.ndarray:
-        c = self.buf.cfg.skip
-        s = self.buf.streak[cand] + self.virtual_streak(cand) * c.after
-        u = self.buf.rng.random(len(cand))
+        c = self.stats.cfg.skip
+        s = self.stats.streak[cand] + self.virtual_streak(cand) * c.after
+        u = self.stats.rng.random(len(cand))
         return ((s >= c.after) & (u < self.skip_prob[self.SOLVED_SIDE])) | \
                ((s <= -c.after) & (u < self.skip_prob[self.FAILED_SIDE]))
 
     def observe(self, ids: np.ndarray, successes: np.ndarray, group_size: int) -> None:
         if len(ids) == 0:
             return
-        c = self.buf.cfg.skip
+        c = self.stats.cfg.skip
         shares = np.array([(successes == group_size).mean(), (successes == 0).mean()])
         self.skip_prob = np.clip(self.skip_prob + c.adapt_rate * (shares - c.target / 2), 0.0, 1.0 - c.explore)
 
@@ -117,27 +128,29 @@ class GresoSampler(SkippingSampler):
     [``min_p``, ``max_p``]. Success here is the buffer's success (reward ≥ ``buffer.success_threshold``).
     """
 
-    def __init__(self, buf):
-        super().__init__(buf)
-        c = buf.cfg.greso
+    config_groups = ("greso",)
+
+    def __init__(self, stats: "ProblemStats"):
+        super().__init__(stats)
+        c = stats.cfg.greso
         self.p = np.array([c.p_easy, c.p_hard])
-        self.easy = np.zeros(buf.num_problems, dtype=np.int32)  # latest groups in a row that were easy
-        self.hard = np.zeros(buf.num_problems, dtype=np.int32)
+        self.easy = np.zeros(stats.num_problems, dtype=np.int32)  # latest groups in a row that were easy
+        self.hard = np.zeros(stats.num_problems, dtype=np.int32)
         self.drawn = 0  # problems served so far
         self.tally = np.zeros(3, dtype=np.int64)  # this step's groups: easy, hard, all
         self.tally_step = 0
 
     def skips(self, cand: np.ndarray) -> np.ndarray:
-        c = self.buf.cfg.greso
+        c = self.stats.cfg.greso
         virtual = self.virtual_streak(cand)
         easy = np.where(virtual > 0, 1, self.easy[cand])
         hard = np.where(virtual < 0, 1, self.hard[cand])
         keep = np.where(easy > 0, np.maximum(self.p[0] ** easy, c.floor), 1.0)
         keep = np.where(hard > 0, np.maximum(self.p[1] ** hard, c.floor), keep)
-        return self.buf.rng.random(len(cand)) >= keep
+        return self.stats.rng.random(len(cand)) >= keep
 
     def pop(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        if self.buf.step > self.tally_step:
+        if self.stats.step > self.tally_step:
             self._adjust()
         out, w = super().pop(n)
         self.drawn += len(out)
@@ -145,17 +158,17 @@ class GresoSampler(SkippingSampler):
 
     def _adjust(self) -> None:
         """Steer p_easy and p_hard by the groups of the last step that had any (once per step)."""
-        c = self.buf.cfg.greso
+        c = self.stats.cfg.greso
         easy, hard, total = self.tally
-        if total and self.drawn >= self.buf.num_problems:
+        if total and self.drawn >= self.stats.num_problems:
             targets = np.array([c.target * c.easy_share, c.target * (1.0 - c.easy_share)])
             shares = np.array([easy, hard]) / total
             self.p = np.clip(np.where(shares >= targets, self.p - c.adjust, self.p + c.adjust), c.min_p, c.max_p)
         self.tally[:] = 0
-        self.tally_step = self.buf.step
+        self.tally_step = self.stats.step
 
     def observe(self, ids: np.ndarray, successes: np.ndarray, group_size: int) -> None:
-        c = self.buf.cfg.greso
+        c = self.stats.cfg.greso
         rate = successes / group_size
         easy, hard = rate >= c.easy_threshold, rate <= c.hard_threshold
         self.easy[ids] = np.where(easy, self.easy[ids] + 1, 0)
@@ -179,15 +192,17 @@ class RandomSkipSampler(SkippingSampler):
     skipping arm skipped, it shows whether that arm gained from *which* problems it skipped or only from
     spending the budget on fewer problems, more often."""
 
+    config_groups = ("random_skip",)
+
     @classmethod
     def reads_prior(cls, cfg) -> bool:
         return False
 
-    def __init__(self, buf):
-        super().__init__(buf)
-        n = buf.num_problems
+    def __init__(self, stats: "ProblemStats"):
+        super().__init__(stats)
+        n = stats.num_problems
         self.skipped_ids = np.zeros(n, dtype=bool)
-        self.skipped_ids[buf.rng.choice(n, size=int(round(buf.cfg.random_skip.rate * n)), replace=False)] = True
+        self.skipped_ids[stats.rng.choice(n, size=int(round(stats.cfg.random_skip.rate * n)), replace=False)] = True
 
     def skips(self, cand: np.ndarray) -> np.ndarray:
         return self.skipped_ids[cand]

@@ -1,7 +1,9 @@
 """What every config group shares: the error type, range checks, and the validating walk.
 
 Each group class lists its checks in ``_problems()`` as ``(field, message)`` pairs; ``validate`` walks
-the tree and prefixes the path, so a check never needs to know where its group sits.
+the tree and prefixes the path, so a check never needs to know where its group sits. A group may name
+sub-groups its settings leave unused (``_unused_groups()``, e.g. the settings of samplers not chosen):
+they are not validated, so a config written for one variant is not refused over another's defaults.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def _walk(cfg: object, prefix: str) -> Problems:
     if hasattr(cfg, "_problems"):
         for name, msg in cfg._problems():
             yield f"{prefix}{name}", msg
+    unused = cfg._unused_groups() if hasattr(cfg, "_unused_groups") else ()
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        if dataclasses.is_dataclass(value):
+        if dataclasses.is_dataclass(value) and f.name not in unused:
             yield from _walk(value, f"{prefix}{f.name}.")

@@ -373,6 +373,19 @@ class BufferConfig:
     oracle: OracleConfig = field(default_factory=OracleConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
 
+    @staticmethod
+    def sampler_names() -> list[str]:
+        return sampler_names()
+
+    def _unused_groups(self) -> set[str]:
+        """The sampler settings groups the chosen sampler does not read (each sampler names its own)."""
+        if self.sampler not in sampler_names():
+            return set()
+        from rlpp.buffer.samplers import SAMPLERS, sampler_class
+
+        every = {g for cls in SAMPLERS.values() for g in cls.config_groups}
+        return every - set(sampler_class(self).config_groups)
+
     def _problems(self) -> Problems:
         yield from one_of("sampler", self.sampler, sampler_names())
         if self.prior.mode == "cluster" and self.sampler in sampler_names():

@@ -313,8 +313,11 @@ class AlgoConfig:
     loss: str = "grpo"
     """``grpo`` (token mean per sequence, then mean over sequences), ``dr_grpo`` (token sum / a fixed
     length), ``dapo`` (token mean over the whole batch)."""
+    advantage: str = "grpo"
+    """Advantage estimator, by name (``rlpp.algo.advantages``): ``grpo`` (group-centred, divided by the group's
+    std), ``dr_grpo`` (group-centred only), ``rloo`` (leave-one-out baseline)."""
     std_normalize: bool = True
-    """Divide group-centred rewards by the group's std (GRPO); False is Dr. GRPO's choice."""
+    """The older spelling of the estimator choice: False with ``advantage=grpo`` means ``dr_grpo``."""
     clip_low: float = 0.2
     """Ratio clipped below at 1 - clip_low."""
     clip_high: float = 0.2
@@ -334,9 +337,20 @@ class AlgoConfig:
     """Truncated importance sampling: weight each token's loss by min(π_old / π_rollout, tis_cap), correcting
     for the rollout engine's numerical mismatch (and staleness) against the learner; 0: off. 2 is common."""
 
-    def _problems(self) -> Problems:
-        from rlpp.algo.loss import LOSS_AGGREGATIONS  # the registry is the only list of loss names
+    @property
+    def estimator(self) -> str:
+        """The advantage estimator's registered name (``advantage``, with ``std_normalize=false`` read as
+        ``dr_grpo`` so configs written before ``advantage`` existed mean what they meant)."""
+        return "dr_grpo" if self.advantage == "grpo" and not self.std_normalize else self.advantage
 
+    def _problems(self) -> Problems:
+        from rlpp.algo.advantages import ADVANTAGE_ESTIMATORS  # the registries are the only lists of names
+        from rlpp.algo.loss import LOSS_AGGREGATIONS
+
+        yield from one_of("advantage", self.advantage, sorted(ADVANTAGE_ESTIMATORS))
+        if not self.std_normalize and self.advantage != "grpo":
+            yield "std_normalize", (f"false only names dr_grpo (the older spelling); with advantage={self.advantage} "
+                                    "leave it at true")
         yield from one_of("loss", self.loss, sorted(LOSS_AGGREGATIONS))
         yield from in_range("clip_low", self.clip_low, 0.0, 1.0)
         yield from in_range("clip_high", self.clip_high, 0.0, 10.0)
@@ -646,8 +660,21 @@ class Config:
             return group.torch_threads
         return max(1, int(group.cpus_per_actor)) if self.trainer.mode == "pipelined" else 2
 
+    def _sampler(self):
+        """The buffer's sampler class (the registry decides what a sampler needs, not its name)."""
+        from rlpp.buffer.samplers import sampler_class
+
+        return sampler_class(self.buffer)
+
+    def _group_filter(self):
+        from rlpp.loop.filters import GROUP_FILTERS
+
+        return GROUP_FILTERS[self.trainer.fill if self.trainer.fill != "off" else self._sampler().group_filter]
+
     def _problems(self) -> Problems:
         yield from at_least("seed", self.seed, 0)
+        if self.buffer.sampler not in self.buffer.sampler_names():
+            return  # buffer.sampler is reported by its group; the rules below need a known sampler
         ro, lc = self.rollout, self.learner
         gpu_vllm = ro.engine == "vllm" and lc.gpus_per_actor > 0
         if ro.weight_sync in ("nccl", "ipc") and not gpu_vllm:
@@ -680,27 +707,27 @@ class Config:
             if ro.colocate:
                 yield "trainer.mode", ("pipelined needs the rollout engines awake while the learner trains; "
                                        "rollout.colocate=true puts them to sleep (use sync)")
-            if self.trainer.fill != "off" or self.buffer.sampler == "dapo_filter":
+            if self._group_filter().extra_draws:
                 yield "trainer.mode", ("pipelined draws one batch per step ahead of time; dynamic filling and "
-                                       "screening (trainer.fill=signal|screen, buffer.sampler=dapo_filter) need "
-                                       "trainer.mode=sync")
-            if self.buffer.sampler == "oracle":
-                yield "trainer.mode", ("the oracle sampler measures the pool between steps with the current policy; "
-                                       "it needs trainer.mode=sync")
+                                       "screening (trainer.fill=signal|screen, buffer.sampler=dapo_filter) draw "
+                                       "again within a step and need trainer.mode=sync")
+            if self._sampler().measures_pool:
+                yield "trainer.mode", (f"buffer.sampler={self.buffer.sampler} measures the pool between steps with the "
+                                       "current policy; it needs trainer.mode=sync")
             if self.weight_sync == "nccl":
                 yield "rollout.weight_sync", ("pipelined needs object_store: an NCCL sync waits for every batch queued "
                                               "on the rollout actors, so the learner would stand still each step")
         if self.algo.tis_cap > 0 and self.algo.old_logprobs == "rollout":
             yield "algo.tis_cap", ("does nothing with algo.old_logprobs=rollout (the ratio is then already against the "
                                    "engine's log-probs, so the TIS weight is 1): use old_logprobs=recompute")
-        if self.trainer.fill != "off" and self.buffer.sampler == "dapo_filter":
-            yield "trainer.fill", ("must be off with buffer.sampler=dapo_filter, which filters its own way "
-                                   "(buffer.dapo_filter.oversample); use fill=signal with another sampler")
+        if self.trainer.fill != "off" and self._sampler().group_filter != "none":
+            yield "trainer.fill", (f"must be off with buffer.sampler={self.buffer.sampler}, which filters its own way "
+                                   f"(its {self._sampler().group_filter} filter); use fill with another sampler")
         if self.trainer.fill == "screen" and self.trainer.screen_rollouts >= self.rollout.group_size:
             yield "trainer.screen_rollouts", (f"must be below rollout.group_size ({self.rollout.group_size}): the "
                                               f"screen is the first part of a group, got {self.trainer.screen_rollouts}")
         r = self.buffer.retest
-        periodic = r.mode == "periodic" or self.buffer.sampler == "paper"  # paper retests periodically whatever mode says
+        periodic = self._sampler().retest_mode(self.buffer) == "periodic"  # paper retests periodically whatever mode says
         if periodic and r.per_round > self.trainer.batch_size:
             yield "buffer.retest.per_round", (f"must not exceed trainer.batch_size ({self.trainer.batch_size}), got "
                                               f"{r.per_round}" + (" (the paper sampler always retests periodically, "

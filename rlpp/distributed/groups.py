@@ -1,4 +1,5 @@
-"""Actor groups: the one place that turns plain classes into Ray actors with resources and ranks.
+"""Actor groups: the rollout actors and the learner ranks, with their resources and ranks (the buffer and
+the run-control actors are started beside their own classes, ``buffer_actor.py`` and ``control.py``).
 
 ``RolloutGroup`` splits each step's problems across its rollout actors; ``LearnerGroup`` forms the
 data-parallel process group of learner actors (rank 0's node hosts the rendezvous) and splits each
@@ -21,23 +22,28 @@ from ray.util.placement_group import PlacementGroup
 
 from rlpp.algo.batch import TrainBatch, plan_micro_batches
 from rlpp.algo.loss import LossNorm
+from rlpp.algo.ppo import ppo_update
 from rlpp.config.schema import Config
 from rlpp.data.problems import ProblemSet
 from rlpp.distributed.placement import PlacementError, Request, check_fits, in_group, release, reserve
 from rlpp.learner.learner import Learner
 from rlpp.rollout.engine import Sampling
-from rlpp.rollout.worker import POLICY_VERSION, RolloutResult, RolloutWorker
+from rlpp.rollout.worker import RolloutResult, RolloutWorker
 from rlpp.sync import NCCL_DEFAULTS
 
 log = logging.getLogger(__name__)
 
 
 class RolloutFailed(RuntimeError):
-    """Some rollout actors failed; ``ids`` are the problems whose results never came."""
+    """Some rollout actors failed: the results of ``ids`` never came (``cause`` says why)."""
 
     def __init__(self, ids: np.ndarray, cause: BaseException):
         super().__init__(f"rollout of {len(ids)} problems failed: {cause}")
-        self.ids, self.cause = ids, cause
+        self.cause = cause
+
+
+class LearnerFailed(RuntimeError):
+    """A learner rank failed (its process died or raised); the run cannot go on without it."""
 
 
 class RolloutGroup:
@@ -108,9 +114,12 @@ class RolloutGroup:
             if weights is not None:
                 raise ValueError("resize(wait=False) cannot load weights into actors not yet started")
             return new
-        self.wait_started(new)
-        if new and weights is not None:
-            self.load_weights(weights(), new, version)
+        try:
+            self.wait_started(new)
+            if new and weights is not None:
+                self.load_weights(weights(), new, version)
+        except ray.exceptions.RayError as e:
+            raise RolloutFailed(np.empty(0, dtype=np.int64), e) from e
         return new
 
     def wait_started(self, actors: list | None = None) -> None:
@@ -141,10 +150,9 @@ class RolloutGroup:
                 failed.append(chunk)
                 cause = e
                 continue
-            got = int(result.metrics.pop(POLICY_VERSION, 0))
-            if version is not None and got != version:
+            if version is not None and result.version != version:
                 failed.append(chunk)
-                cause = RuntimeError(f"a rollout actor generated with policy version {got}, not {version} "
+                cause = RuntimeError(f"a rollout actor generated with policy version {result.version}, not {version} "
                                      "(restarted since the batch was submitted)")
                 continue
             results.append(result)
@@ -243,29 +251,19 @@ class LearnerGroup:
         ray.get([a.connect.remote(addr, port) for a in self.actors])
 
     def train(self, batch: TrainBatch, seed: int = 0) -> dict[str, float]:
-        """PPO over one rollout batch: ``algo.ppo_epochs`` passes, each split into ``learner.mini_batches``
-        optimizer steps (rows shuffled with ``seed``). The ratio is taken against the behaviour policy:
-        the rollout engine's log-probs (``algo.old_logprobs=rollout``), or this policy's, recomputed once
-        before the first update (``recompute``; with a single optimizer step they equal the policy's own
-        and are not recomputed). Metrics are means over the optimizer steps."""
-        algo, lc = self.cfg.algo, self.cfg.learner
-        n_mini = min(lc.mini_batches, len(batch))
-        steps = algo.ppo_epochs * n_mini
-        if algo.old_logprobs == "rollout":
-            batch = replace(batch, old_logprobs=batch.rollout_logprobs)
-        elif steps > 1:
-            batch = replace(batch, old_logprobs=self.logprobs(batch))
-        if steps == 1:
-            return {**self._step(batch), "train/optimizer_steps": 1.0}
-        gen = torch.Generator().manual_seed(seed)
-        outs = []
-        for _ in range(algo.ppo_epochs):
-            order = torch.randperm(len(batch), generator=gen)
-            for part in torch.tensor_split(order, n_mini):
-                outs.append(self._step(batch.select(part.tolist())))
-        metrics = {k: float(np.mean([o[k] for o in outs])) for k in outs[0]}
-        metrics["train/skipped"] = float(any(o["train/skipped"] for o in outs))
-        return {**metrics, "train/optimizer_steps": float(steps)}
+        """PPO over one rollout batch (``rlpp.algo.ppo``), each optimizer step run on every rank; raises
+        ``LearnerFailed`` when a rank fails."""
+        algo = self.cfg.algo
+        return self._calling(lambda: ppo_update(batch, epochs=algo.ppo_epochs, mini_batches=self.cfg.learner.mini_batches,
+                                                old_logprobs=algo.old_logprobs, step=self._step, logprobs=self.logprobs,
+                                                seed=seed))
+
+    @staticmethod
+    def _calling(call):
+        try:
+            return call()
+        except ray.exceptions.RayError as e:
+            raise LearnerFailed(str(e)) from e
 
     def _plans(self, batch: TrainBatch) -> tuple[list[list[list[int]]], list[list[TrainBatch | None]]]:
         """Rows dealt to ranks by tokens, in length-sorted micro-batches, padded to one count per rank."""
@@ -310,10 +308,10 @@ class LearnerGroup:
         return refs[0]
 
     def save(self, folder: str) -> None:
-        ray.get([a.save.remote(folder) for a in self.actors])
+        self._calling(lambda: ray.get([a.save.remote(folder) for a in self.actors]))
 
     def load(self, folder: str) -> None:
-        ray.get([a.load.remote(folder) for a in self.actors])
+        self._calling(lambda: ray.get([a.load.remote(folder) for a in self.actors]))
 
     def shutdown(self) -> None:
         for a in self.actors:

@@ -1,12 +1,9 @@
 """What a run is made of at run time, and its teardown: ``Parts`` and ``build_parts``.
 
-The loop (``rlpp.trainer``) talks to five components through plain method calls:
-
-- ``buffer``: the ``PriorityBuffer`` interface (``sample``, ``update``, ``release``, ``stats``, ...);
-- ``rollouts``: ``generate``, ``submit``/``collect``, ``wait_alive``, ``resize``, ``actors``, ``shutdown``;
-- ``learners``: ``train``, ``weights``, ``save``, ``load``, ``shutdown``;
-- ``sync_weights``: ``__call__(version)``, ``push(version)``, ``release_memory()``;
-- ``control``: ``take``, ``report`` (the ``rlpp scale`` mailbox).
+The loop (``rlpp.trainer`` and ``rlpp.loop.scheduler``) talks to five components through plain method calls,
+each typed by a ``Protocol`` below: ``BufferLike``, ``RolloutPool``, ``LearnerPool``, ``WeightSyncLike`` and
+``RunControlLike``. The Ray-backed classes and the in-process test fakes both implement them, and a test checks
+that every one does.
 
 ``build_parts`` makes the Ray-backed ones: the buffer and control actors behind ``ActorClient`` (the
 only place their answers are awaited), the rollout and learner groups, the weight sync. It is the
@@ -20,11 +17,75 @@ from __future__ import annotations
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, runtime_checkable
 
+import numpy as np
 import ray
 
 from rlpp.metrics import PhaseTimer
+
+
+@runtime_checkable
+class BufferLike(Protocol):
+    """The priority buffer as the loop uses it (``rlpp.buffer.PriorityBuffer``, behind an ``ActorClient``)."""
+
+    def sample(self, batch_size: int, step: int | None = None) -> Any: ...
+    def update(self, ids, rewards) -> dict: ...
+    def release(self, ids) -> int: ...
+    def stats(self) -> dict: ...
+    def snapshot(self) -> dict: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+    def check_invariants(self) -> None: ...
+    def group_filter(self) -> str: ...
+    def oracle_request(self) -> tuple[int, int] | None: ...
+    def set_oracle_rates(self, ids, rates) -> None: ...
+    def diagnostics(self) -> dict: ...
+    def prediction_log(self) -> dict: ...
+
+
+@runtime_checkable
+class RolloutPool(Protocol):
+    """The rollout actors (``rlpp.distributed.groups.RolloutGroup``). ``collect`` raises ``RolloutFailed``."""
+
+    actors: list
+
+    def generate(self, split: str, ids: np.ndarray, sampling) -> Any: ...
+    def submit(self, split: str, ids: np.ndarray, sampling) -> list: ...
+    def collect(self, pending: list, version: int | None = None) -> Any: ...
+    def wait_alive(self) -> None: ...
+    def resize(self, count: int, weights: Callable | None = None, version: int | None = None) -> list: ...
+
+
+@runtime_checkable
+class LearnerPool(Protocol):
+    """The learner ranks (``rlpp.distributed.groups.LearnerGroup``). Raises ``LearnerFailed``."""
+
+    def train(self, batch, seed: int = 0) -> dict: ...
+    def weights(self) -> Any: ...
+    def save(self, folder: str) -> None: ...
+    def load(self, folder: str) -> None: ...
+
+
+@runtime_checkable
+class WeightSyncLike(Protocol):
+    """Learner -> rollout weights (``rlpp.distributed.weight_sync``). Raises ``SyncFailed`` / ``SyncTimeout``."""
+
+    restartable: bool
+    cannot_resize: str
+
+    def sync(self, version: int) -> None: ...
+    def push(self, version: int) -> None: ...
+    def wait_pushed(self, block: bool = True) -> None: ...
+    def release_memory(self) -> None: ...
+
+
+@runtime_checkable
+class RunControlLike(Protocol):
+    """The ``rlpp scale`` mailbox (``rlpp.distributed.control.RunControl``)."""
+
+    def take(self) -> int | None: ...
+    def report(self, actors: int, step: int, error: str = "") -> None: ...
 
 
 class ActorClient:
@@ -46,11 +107,11 @@ class ActorClient:
 class Parts:
     """The run's components (see the module docstring) and how to tear them down."""
 
-    buffer: Any
-    rollouts: Any
-    learners: Any
-    sync_weights: Any
-    control: Any
+    buffer: BufferLike
+    rollouts: RolloutPool
+    learners: LearnerPool
+    sync_weights: WeightSyncLike
+    control: RunControlLike
     model_path: str = ""
     tokenizer: Any = None  # saved beside every checkpoint; None: nothing to save
     pad_id: int = 0

@@ -25,6 +25,10 @@ from rlpp.config.schema import Config
 from rlpp.distributed.groups import LearnerGroup, RolloutGroup
 
 
+class SyncFailed(RuntimeError):
+    """A weight load or sync failed on some actor (the cause is chained)."""
+
+
 class SyncTimeout(RuntimeError):
     """A weight sync (or a colocated sleep/wake) did not finish within ``rollout.sync_timeout_s``."""
 

@@ -1,6 +1,6 @@
 """One learner rank: a DeepSpeed engine over the policy, GRPO steps, weights out, checkpoints.
 
-A plain class; ``rlpp.distributed.learner_group`` wraps W of them in Ray actors that form one
+A plain class; ``rlpp.distributed.groups.LearnerGroup`` wraps W of them in Ray actors that form one
 data-parallel process group (gloo on CPU, NCCL on GPU).
 
 One ``train`` call is one optimizer step over every micro-batch it is given. DeepSpeed runs with

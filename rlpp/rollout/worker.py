@@ -21,10 +21,6 @@ from rlpp.rollout.engine import Completion, Sampling
 from rlpp.rollout.factory import create_engine
 
 
-POLICY_VERSION = "rollout/policy_version"
-"""Metric key of a generation call's policy version; ``RolloutGroup.collect`` checks and removes it."""
-
-
 @dataclass
 class RolloutResult:
     """Scored groups for the problems ``ids`` of one split."""
@@ -33,9 +29,30 @@ class RolloutResult:
     prompt_ids: list[list[int]]  # P prompts as token ids
     completions: list[list[Completion]]  # P groups of G completions
     rewards: np.ndarray  # (P, G) float
-    texts: list[list[str]]  # decoded completions (for logs and reward debugging)
     metrics: dict[str, float] = field(default_factory=dict)
     weights: np.ndarray | None = None  # (P,) the sampler's importance weights; None: all 1
+    version: int = 0
+    """The policy version of the weights that generated these groups: 0 until a sync names one, so an actor
+    restarted with the initial weights says so, and the schedule can refuse its groups."""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows(self, rows) -> "RolloutResult":
+        """The groups at positions ``rows``, in that order."""
+        rows = [int(r) for r in rows]
+        return RolloutResult(self.ids[rows], [self.prompt_ids[i] for i in rows], [self.completions[i] for i in rows],
+                             self.rewards[rows], self.metrics, None if self.weights is None else self.weights[rows],
+                             self.version)
+
+    def with_signal(self) -> np.ndarray:
+        """Positions of the groups whose rewards are not all equal (the ones GRPO learns from)."""
+        return np.flatnonzero(self.rewards.max(axis=1) > self.rewards.min(axis=1)) if len(self) else np.empty(0, dtype=np.int64)
+
+    def train_inputs(self) -> tuple[list[list[int]], list[list[tuple[list[int], list[float]]]], torch.Tensor]:
+        """(prompts, completions as (token ids, log-probs), rewards) in the form ``make_train_batch`` takes."""
+        return (self.prompt_ids, [[(c.token_ids, c.logprobs) for c in g] for g in self.completions],
+                torch.as_tensor(self.rewards))
 
     @staticmethod
     def concat(parts: list["RolloutResult"]) -> "RolloutResult":
@@ -49,10 +66,10 @@ class RolloutResult:
             prompt_ids=[x for p in parts for x in p.prompt_ids],
             completions=[x for p in parts for x in p.completions],
             rewards=np.concatenate([p.rewards for p in parts]) if parts else np.empty((0, 0)),
-            texts=[x for p in parts for x in p.texts],
             metrics=metrics,
             weights=None if all(p.weights is None for p in parts) else np.concatenate(
                 [np.ones(len(p.ids)) if p.weights is None else p.weights for p in parts]),
+            version=max((p.version for p in parts), default=0),
         )
 
 
@@ -76,6 +93,7 @@ class RolloutWorker:
             kwargs["device"] = "cuda"
         self.engine = create_engine(rc.engine, model_path, **kwargs)
         self.scorer = RewardScorer(cfg.reward)
+        self.policy_version = 0  # of the weights loaded; named by each sync
 
     def generate(self, split: str, ids, sampling: Sampling) -> RolloutResult:
         ids = np.asarray(ids, dtype=np.int64)
@@ -84,8 +102,7 @@ class RolloutWorker:
         t0 = time.perf_counter()
         groups = self.engine.generate(prompts, sampling) if len(ids) else []
         t1 = time.perf_counter()
-        texts = [[self.tokenizer.decode(c.token_ids, skip_special_tokens=True) for c in g] for g in groups]
-        flat_texts = [t for g in texts for t in g]
+        flat_texts = [self.tokenizer.decode(c.token_ids, skip_special_tokens=True) for g in groups for c in g]
         answers = [problems.answers[int(i)] for i in ids for _ in range(sampling.n)]
         scores, reward_metrics = self.scorer.score(flat_texts, answers)
         t2 = time.perf_counter()
@@ -94,10 +111,7 @@ class RolloutWorker:
                    "rollout/tokens": float(tokens), "rollout/truncated": float(sum(not c.finished for g in groups for c in g))}
         metrics.pop("reward/mean", None)
         rewards = np.asarray(scores, dtype=np.float64).reshape(len(ids), sampling.n)
-        # The policy version of the weights that generated these groups: 0 until a sync names one, so an
-        # actor restarted with the initial weights says so, and pipelined mode can tell.
-        metrics[POLICY_VERSION] = float(getattr(self, "policy_version", 0))
-        return RolloutResult(ids, prompts, groups, rewards, texts, metrics)
+        return RolloutResult(ids, prompts, groups, rewards, metrics, version=self.policy_version)
 
     def _prompts(self, split: str, ids: np.ndarray) -> list[list[int]]:
         """The prompts of ``ids`` as token ids, cached; the ones not seen before are tokenized in one batch

@@ -246,7 +246,7 @@ def test_age_bonus_only_with_greedy_selection():
     with pytest.raises(ConfigError, match="age_bonus"):
         from rlpp.config.base import validate
 
-        validate(BufferConfig(prioritized=PrioritizedConfig(selection="softmax", age_bonus=0.01)), "buffer.")
+        validate(BufferConfig(sampler="prioritized", prioritized=PrioritizedConfig(selection="softmax", age_bonus=0.01)), "buffer.")
 
 
 # ------------------------------------------------------------------ the paper preset

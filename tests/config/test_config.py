@@ -125,7 +125,7 @@ def test_cross_group_check_names_both_keys():
     (["trainer.fill=always"], "trainer.fill must be one of ['off', 'signal', 'screen']"),
     (["trainer.fill=screen", "trainer.screen_rollouts=8"], "trainer.screen_rollouts must be below rollout.group_size (8)"),
     (["trainer.mode=pipelined", "trainer.fill=screen"], "trainer.mode pipelined draws one batch per step ahead"),
-    (["trainer.mode=pipelined", "buffer.sampler=oracle"], "the oracle sampler measures the pool between steps"),
+    (["trainer.mode=pipelined", "buffer.sampler=oracle"], "trainer.mode buffer.sampler=oracle measures the pool between steps"),
     (["buffer.prior.mode=cluster"], "buffer.prior.mode cluster is read by thompson, mopps, skip, greso"),
     (["buffer.sampler=greso", "buffer.greso.hard_threshold=0.99"], "buffer.greso.hard_threshold must be below easy_threshold"),
     (["buffer.sampler=mopps", "buffer.mopps.candidates=1"], "buffer.mopps.candidates must be >= 2"),
@@ -194,3 +194,24 @@ def test_torch_threads_auto_takes_turns_in_sync_mode_and_splits_the_cpus_when_pi
     assert fixed.torch_threads("rollout") == 4
     with pytest.raises(ConfigError, match="learner.torch_threads"):
         load_config(None, ["learner.torch_threads=-1"])
+
+
+def test_only_the_chosen_samplers_settings_are_validated():
+    """A config written for one sampler is not refused over another sampler's group (the review's §4.3):
+    buffer.thompson is read only with buffer.sampler=thompson."""
+    load_config(None, ["buffer.sampler=uniform", "buffer.thompson.discount=5"])
+    with pytest.raises(ConfigError, match=r"buffer.thompson.discount must be in \(0.0, 1.0\]"):
+        load_config(None, ["buffer.sampler=thompson", "buffer.thompson.discount=5"])
+    with pytest.raises(ConfigError, match="buffer.prioritized.alpha"):  # prioritized reads its group in every form
+        load_config(None, ["buffer.sampler=prioritized", "buffer.prioritized.selection=proportional",
+                           "buffer.prioritized.alpha=9"])
+    load_config(None, ["buffer.sampler=paper", "buffer.prioritized.alpha=9"])  # paper ignores that group
+
+
+def test_the_advantage_estimator_is_chosen_from_its_registry():
+    assert load_config(None, ["algo.advantage=rloo"]).algo.estimator == "rloo"
+    assert load_config(None, ["algo.std_normalize=false"]).algo.estimator == "dr_grpo"  # the older spelling
+    with pytest.raises(ConfigError, match="algo.advantage must be one of"):
+        load_config(None, ["algo.advantage=ppo"])
+    with pytest.raises(ConfigError, match="algo.std_normalize false only names dr_grpo"):
+        load_config(None, ["algo.advantage=rloo", "algo.std_normalize=false"])

@@ -1,0 +1,1 @@
+"""The rollout schedule and the group filters the training loop (``rlpp.trainer``) runs on."""

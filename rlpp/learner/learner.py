@@ -21,6 +21,7 @@ import torch
 from rlpp.algo.batch import TrainBatch
 from rlpp.algo.loss import LossNorm, PolicyLossInput, policy_loss, tis_weights
 from rlpp.config.schema import Config
+from rlpp.distributed.local import free_endpoint
 from rlpp.learner.policy import TokenLogprobs
 from rlpp.models.tiny import load_model
 from rlpp.sync.packed import PackedWeights
@@ -93,16 +94,9 @@ class Learner:
 
     @staticmethod
     def endpoint() -> tuple[str, int]:
-        """This node's address and a free port, for rank 0 to host the process group's rendezvous."""
-        import socket
-
-        import ray
-
-        address = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
-        with socket.socket() as s:
-            s.bind((address, 0))
-            port = s.getsockname()[1]
-        return address, port
+        """This node's address and a free port, for rank 0 to host a rendezvous (the process group's, or
+        the NCCL weight-transfer group's)."""
+        return free_endpoint()
 
     def connect(self, master_addr: str, master_port: int) -> None:
         """Join the process group and build the DeepSpeed engine (all ranks at once)."""

@@ -36,7 +36,8 @@ Call order across processes (the trainer loop, holding Ray handles; "rollout" is
 
 1. Rollout actors build ``LLM(..., **NcclWeightReceiver.vllm_engine_kwargs())``.
 2. ``world_size, offsets = transfer_group_layout([engine world sizes])`` (``receiver.world_size``);
-   ``address, port = NcclWeightSender.endpoint()`` *inside the learner* (rank 0 hosts the store).
+   ``address, port = Learner.endpoint()`` (``rlpp.distributed.local.free_endpoint``) *inside learner
+   rank 0*, since rank 0 hosts the TCPStore there (``distributed/utils.py:489-494``).
 3. Rendezvous, all at once: launch ``receiver.init(address, port, offsets[i], world_size)`` on every
    rollout actor and ``sender.init(address, port, world_size)`` on the learner as Ray calls, then
    ``ray.get`` all of them together. Each call blocks until all ``world_size`` ranks have joined
@@ -50,7 +51,9 @@ Call order across processes (the trainer loop, holding Ray handles; "rollout" is
    neither side is awaited before the other is launched. Send every parameter each time: a layer
    that receives only some of its tensors is rebuilt with the others uninitialized
    (``model_executor/model_loader/reload/layerwise.py:226-285,344-373``).
-5. ``close()`` on both sides before the actors exit.
+5. Nothing is closed: the run kills its actors at teardown and each communicator goes with its
+   process (NCCL's destroy first waits for the operations still outstanding, which after a failed
+   sync never complete).
 
 A sync that fails on one side leaves the other blocked in NCCL with no timeout, and a failed receive
 leaves the engine's layers half reloaded: treat any error in steps 3-4 as fatal and kill the actors.
@@ -304,14 +307,6 @@ class NcclWeightSender:
         self._source: Any = None
 
     @staticmethod
-    def endpoint() -> tuple[str, int]:
-        """``(address, free port)`` of this node for the rendezvous; call it in the sender's process,
-        since rank 0 hosts the TCPStore there (``distributed/utils.py:489-494``)."""
-        from vllm.utils.network_utils import get_ip, get_open_port
-
-        return get_ip(), get_open_port()
-
-    @staticmethod
     def metadata(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> WeightMetadata:
         """Describe ``named_tensors`` (read ``.shape``/``.dtype`` only; no data is touched)."""
         names: list[str] = []
@@ -364,10 +359,3 @@ class NcclWeightSender:
             self._engine.send_weights()
         finally:
             self._source.end()
-
-    def close(self) -> None:
-        """Destroy the NCCL communicator (``nccl_engine.py:458-461``)."""
-        if self._engine is not None:
-            self._engine.shutdown()
-            self._engine = None
-            self._source = None

@@ -29,7 +29,7 @@ from rlpp.distributed.groups import RolloutFailed
 from rlpp.distributed.local import init_ray
 from rlpp.distributed.placement import PlacementError
 from rlpp.distributed.runtime import Parts, build_parts
-from rlpp.distributed.weight_sync import SyncTimeout
+from rlpp.distributed.weight_sync import SyncFailed
 from rlpp.evaluation import evaluate
 from rlpp.metrics import MetricsSink, PhaseTimer, StartupClock
 from rlpp.recipes.warmstart import prepare_model
@@ -137,7 +137,7 @@ class Trainer:
             with timer("train"):
                 metrics.update(self._train(batch, step) if batch is not None else {})
             with timer("sync"):
-                self._sync(self.sync_weights, step)
+                self._sync(lambda: self.sync_weights.sync(step), step)
             metrics["time/learner_idle_frac"] = timer.seconds("rollout") / max(timer.total(), 1e-9)
             if self._end_of_step(step, result, metrics, timer):
                 break
@@ -159,7 +159,7 @@ class Trainer:
                         "on-policy (the ratio's denominator is the learner's current policy); algo.tis_cap (e.g. 2) "
                         "weights each token by the capped ratio to the policy that generated it", k)
         flights: deque[Flight] = deque()
-        self.version, self.loads = self.start_step, []
+        self.version = self.start_step
         step = self.start_step
         for step in range(self.start_step + 1, last + 1):
             self._apply_requests(step, drain=lambda: self._drain(flights))
@@ -185,7 +185,7 @@ class Trainer:
                 metrics.update(self._train(batch, step) if batch is not None else {})
             self.version += 1
             with timer("sync"):
-                self.loads += self._push_weights(step)
+                self._push_weights(step)
             wall = max(timer.total(), 1e-9)
             staleness = self.version - 1 - flight.version
             self.staleness_steps[staleness] = self.staleness_steps.get(staleness, 0) + 1
@@ -217,11 +217,10 @@ class Trainer:
             if flight.result is not None:
                 return flight.result
             try:
-                if self.loads:  # weight loads that ran before this batch: their failures count as the actor's
-                    done, self.loads = ray.wait(self.loads, num_returns=len(self.loads), timeout=0)
-                    ray.get(done)
+                # weight loads that ran before this batch: their failures count as the actor's
+                self.sync_weights.wait_pushed(block=False)
                 result = self.rollouts.collect(flight.pending, version=flight.version)
-            except (RolloutFailed, ray.exceptions.RayError) as e:
+            except (RolloutFailed, SyncFailed) as e:
                 cause = e.cause if isinstance(e, RolloutFailed) else e
                 self.buffer.release(flight.ids)
                 if attempt == self.cfg.rollout.max_restarts or not self.sync_weights.restartable:
@@ -230,7 +229,7 @@ class Trainer:
                             "actor (a restarting one takes them first)", flight.step, cause)
                 # Not a blocking sync: healthy actors may hold up to k batches; the version check catches any
                 # batch that still ran on other weights.
-                self.loads = self._push_weights(flight.step)
+                self._push_weights(flight.step)
                 again = self._submit(flight.step, top_up=True)
                 flight.version, flight.ids, flight.weights, flight.pending = again.version, again.ids, again.weights, again.pending
                 continue
@@ -243,20 +242,19 @@ class Trainer:
         every queued weight load (so an actor about to be removed leaves nothing behind)."""
         for f in flights:
             self._receive(f)
-        loads, self.loads = self.loads, []
         try:
-            ray.get(loads)
-        except ray.exceptions.RayError as e:  # an actor died: nothing is queued now, so a blocking sync is safe
+            self.sync_weights.wait_pushed()
+        except SyncFailed as e:  # an actor died: nothing is queued now, so a blocking sync is safe
             if not self.sync_weights.restartable:
                 raise TrainingStopped(f"weight sync failed: {e}\n{self._resume_hint()}") from e
             log.warning("a queued weight load failed (%s); syncing every actor again", e)
             self.rollouts.wait_alive()
-            self._sync(lambda: self.sync_weights(self.version), self.drawn_step)
+            self._sync(lambda: self.sync_weights.sync(self.version), self.drawn_step)
 
-    def _push_weights(self, step: int) -> list:
+    def _push_weights(self, step: int) -> None:
         try:
-            return self.sync_weights.push(self.version)
-        except (SyncTimeout, ray.exceptions.RayError) as e:
+            self.sync_weights.push(self.version)
+        except SyncFailed as e:
             raise TrainingStopped(f"weight sync failed at step {step}: {e}\n{self._resume_hint()}") from e
 
     def _batch(self, result: RolloutResult):
@@ -310,7 +308,7 @@ class Trainer:
     def _sync(self, call, step: int) -> None:
         try:
             call()
-        except (SyncTimeout, ray.exceptions.RayError) as e:
+        except SyncFailed as e:
             raise TrainingStopped(f"weight sync failed at step {step}: {e}\n{self._resume_hint()}") from e
 
     def _train(self, batch, step: int) -> dict:
@@ -395,7 +393,7 @@ class Trainer:
                     raise TrainingStopped(f"rollout failed at step {step}: {e.cause}\n{self._resume_hint()}") from e
                 log.warning("step %d: %s; completing the screened groups again after the actor restarts", step, e)
                 self.rollouts.wait_alive()
-                self._sync(self.sync_weights, step)
+                self._sync(lambda: self.sync_weights.sync(step - 1), step)  # the version step draws with
         order = {int(i): k for k, i in enumerate(more.ids.tolist())}
         rows = [order[int(i)] for i in screen.ids.tolist()]
         self.rollouts_done += more.rewards.size
@@ -437,7 +435,7 @@ class Trainer:
                     raise TrainingStopped(f"rollout failed at step {step}: {e.cause}\n{self._resume_hint()}") from e
                 log.warning("step %d: %s; retrying after the actor restarts", step, e)
                 self.rollouts.wait_alive()
-                self._sync(self.sync_weights, step)
+                self._sync(lambda: self.sync_weights.sync(step - 1), step)  # the version step draws with
         raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ around the loop
@@ -497,7 +495,7 @@ class Trainer:
             raise checkpoint.CheckpointError(f"{folder} holds a buffer over {state['num_problems']} problems, "
                                              f"this run's data has {len(self.train_set)}")
         self.learners.load(str(folder))
-        self.sync_weights(state["step"])  # the policy version the engines now hold
+        self.sync_weights.sync(state["step"])  # the policy version the engines now hold
         self.buffer.load_state_dict(torch.load(folder / "buffer.pt", weights_only=False))
         self.start_step, self.rollouts_done = state["step"], state["rollouts"]
         self.history, self.bad_steps = state["history"], state["bad_steps"]

@@ -85,18 +85,22 @@ class FakeLearners:
 
 
 class FakeSync:
+    """``WeightSync``'s interface: every sync or push is one load, applied at once."""
+
     restartable, cannot_resize = True, ""
 
     def __init__(self, rollouts, learners):
         self.rollouts, self.learners, self.calls = rollouts, learners, 0
 
-    def __call__(self, version=None):
+    def sync(self, version):
         self.calls += 1
         self.rollouts.submit_weights(self.learners.weights(), version)
 
     def push(self, version):
-        self.calls += 1
-        return self.rollouts.submit_weights(self.learners.weights(), version)
+        self.sync(version)
+
+    def wait_pushed(self, block=True):
+        pass
 
     def release_memory(self):
         pass

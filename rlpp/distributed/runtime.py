@@ -5,7 +5,8 @@ The loop (``rlpp.trainer``) talks to five components through plain method calls:
 - ``buffer``: the ``PriorityBuffer`` interface (``sample``, ``update``, ``release``, ``stats``, ...);
 - ``rollouts``: ``generate``, ``submit``/``collect``, ``wait_alive``, ``resize``, ``actors``, ``shutdown``;
 - ``learners``: ``train``, ``weights``, ``save``, ``load``, ``shutdown``;
-- ``sync_weights``: ``__call__(version)``, ``push(version)``, ``release_memory()``;
+- ``sync_weights``: ``sync(version)``, ``push(version)``/``wait_pushed(block)``, ``release_memory()``,
+  ``restartable``, ``cannot_resize`` (``rlpp.distributed.weight_sync.WeightSync``);
 - ``control``: ``take``, ``report`` (the ``rlpp scale`` mailbox).
 
 ``build_parts`` makes the Ray-backed ones: the buffer and control actors behind ``ActorClient`` (the
@@ -66,7 +67,7 @@ def build_parts(cfg, out: Path, problems: dict, model_path: str, warmstart: dict
     from rlpp.distributed.control import CONTROL_FILE, start_control
     from rlpp.distributed.groups import LearnerGroup, RolloutGroup, reserve_colocated, run_requests
     from rlpp.distributed.placement import check_fits, release
-    from rlpp.distributed.weight_sync import WeightSync
+    from rlpp.distributed.weight_sync import create_weight_sync
     from rlpp.models.tiny import load_tokenizer
 
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
@@ -93,7 +94,7 @@ def build_parts(cfg, out: Path, problems: dict, model_path: str, warmstart: dict
         with timer("rollouts"):
             rollouts.wait_started()
         with timer("sync_control_buffer"):
-            sync = WeightSync(cfg, learners, rollouts)
+            sync = create_weight_sync(cfg, learners, rollouts)
             control = ActorClient(start_control(out, len(rollouts.actors)))
             stack.callback((out / CONTROL_FILE).unlink, missing_ok=True)
             stack.callback(control.kill)

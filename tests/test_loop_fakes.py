@@ -83,6 +83,8 @@ class FakeLearners:
 
 
 class FakeSync:
+    """``WeightSync``'s interface: every sync or push is one load, applied at once."""
+
     restartable, cannot_resize = True, ""
 
     def __init__(self, rollouts, learners):

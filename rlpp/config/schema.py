@@ -19,6 +19,7 @@ from rlpp.config.buffer import (
     SkipConfig,
     ThompsonConfig,
 )
+from rlpp.sync import TRANSPORTS, resolve_weight_sync
 
 __all__ = [
     "AlgoConfig", "BufferConfig", "Config", "ConfigError", "DapoFilterConfig", "DataConfig", "EvalConfig",
@@ -271,7 +272,7 @@ class RolloutConfig:
         tp = self.vllm.tensor_parallel_size
         if self.engine == "vllm" and 0 < self.gpus_per_actor < tp:
             yield "gpus_per_actor", f"must be >= rollout.vllm.tensor_parallel_size ({tp}), got {self.gpus_per_actor!r}"
-        yield from one_of("weight_sync", self.weight_sync, ("auto", "object_store", "nccl", "ipc"))
+        yield from one_of("weight_sync", self.weight_sync, ("auto", *TRANSPORTS))
         yield from in_range("sync_timeout_s", self.sync_timeout_s, 0.0, 86400.0, lo_open=True)
         if self.colocate:
             if self.gpus_per_actor:
@@ -638,15 +639,8 @@ class Config:
 
     @property
     def weight_sync(self) -> str:
-        """``rollout.weight_sync`` with ``auto`` resolved."""
-        mode = self.rollout.weight_sync
-        if mode == "auto":
-            gpu = self.rollout.engine == "vllm" and self.learner.gpus_per_actor > 0
-            # Pipelined: the object store, whose loads queue between an actor's batches (NCCL would make
-            # the learner wait for every queued batch).
-            nccl = "object_store" if self.trainer.mode == "pipelined" else "nccl"
-            mode = ("ipc" if self.rollout.colocate else nccl) if gpu else "object_store"
-        return mode
+        """``rollout.weight_sync`` with ``auto`` resolved (``rlpp.sync.resolve_weight_sync``)."""
+        return resolve_weight_sync(self)
 
     def torch_threads(self, part: str) -> int:
         """The torch threads of a ``rollout`` or ``learner`` actor on CPU: its ``torch_threads``, or with 0

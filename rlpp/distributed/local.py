@@ -40,3 +40,18 @@ def init_ray(cfg) -> None:
         keep_local_ray_on_loopback()
         ray.init(num_cpus=cfg.ray.num_cpus or None, include_dashboard=False, log_to_driver=False,
                  _node_ip_address="127.0.0.1")
+
+
+def free_endpoint() -> tuple[str, int]:
+    """This node's address (Ray's node address, loopback without Ray) and a free port on it, for a
+    rendezvous whose store the calling process hosts: rank 0 of the learners' process group, and of the
+    NCCL weight-transfer group (``rlpp.sync.nccl``)."""
+    import socket
+
+    import ray
+
+    address = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
+    with socket.socket() as s:
+        s.bind((address, 0))
+        port = s.getsockname()[1]
+    return address, port

@@ -127,7 +127,7 @@ def build_parts(cfg, out: Path, problems: dict, model_path: str, warmstart: dict
     from rlpp.distributed.control import CONTROL_FILE, start_control
     from rlpp.distributed.groups import LearnerGroup, RolloutGroup, reserve_colocated, run_requests
     from rlpp.distributed.placement import check_fits, release
-    from rlpp.distributed.weight_sync import WeightSync
+    from rlpp.distributed.weight_sync import create_weight_sync
     from rlpp.models.tiny import load_tokenizer
 
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
@@ -154,7 +154,7 @@ def build_parts(cfg, out: Path, problems: dict, model_path: str, warmstart: dict
         with timer("rollouts"):
             rollouts.wait_started()
         with timer("sync_control_buffer"):
-            sync = WeightSync(cfg, learners, rollouts)
+            sync = create_weight_sync(cfg, learners, rollouts)
             control = ActorClient(start_control(out, len(rollouts.actors)))
             stack.callback((out / CONTROL_FILE).unlink, missing_ok=True)
             stack.callback(control.kill)

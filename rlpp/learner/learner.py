@@ -12,6 +12,7 @@ guarantees by padding with empty ones.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -21,9 +22,14 @@ import torch
 from rlpp.algo.batch import TrainBatch
 from rlpp.algo.loss import LossNorm, PolicyLossInput, policy_loss, tis_weights
 from rlpp.config.schema import Config
+from rlpp.distributed.local import free_endpoint
 from rlpp.learner.policy import TokenLogprobs
 from rlpp.models.tiny import load_model
+from rlpp.sync.ipc import IpcRankSender
+from rlpp.sync.nccl import NcclRankSender, WeightMetadata
+from rlpp.sync.object_store import pack_weights
 from rlpp.sync.packed import PackedWeights
+from rlpp.sync.source import WeightSource
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +99,9 @@ class Learner:
 
     @staticmethod
     def endpoint() -> tuple[str, int]:
-        """This node's address and a free port, for rank 0 to host the process group's rendezvous."""
-        import socket
-
-        import ray
-
-        address = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
-        with socket.socket() as s:
-            s.bind((address, 0))
-            port = s.getsockname()[1]
-        return address, port
+        """This node's address and a free port, for rank 0 to host a rendezvous (the process group's, or
+        the NCCL weight-transfer group's)."""
+        return free_endpoint()
 
     def connect(self, master_addr: str, master_port: int) -> None:
         """Join the process group and build the DeepSpeed engine (all ranks at once)."""
@@ -300,60 +299,40 @@ class Learner:
             else:
                 yield name, t
 
+    def _weight_source(self) -> WeightSource:
+        """What the weight transports' senders read (``rlpp.sync.source``)."""
+        return WeightSource(self.rank, gathered=self.cfg.learner.zero_stage == 3, parameters=self._full_parameters,
+                            on_cuda=self.device.type == "cuda")
+
     def named_weights(self) -> dict[str, torch.Tensor] | None:
         """Full weights on CPU (rank 0; None elsewhere). Collective under ZeRO-3: call on every rank."""
         out = {name: p.detach().to("cpu", copy=True) for name, p in self._full_parameters() if self.rank == 0}
         return out if self.rank == 0 else None
 
+    # The learner halves of the weight transports (rlpp.sync), called by rlpp.distributed.weight_sync on
+    # every rank at once.
     def packed_weights(self) -> PackedWeights | None:
-        """Full weights on CPU in one flat buffer, the object-store sync's payload (rank 0; None
-        elsewhere). Collective under ZeRO-3: call on every rank."""
-        params = self._full_parameters()
-        if self.rank != 0:
-            for _ in params:  # take part in each ZeRO-3 gather
-                pass
-            return None
-        return PackedWeights.pack(params, stable=self.cfg.learner.zero_stage != 3)
+        """The object-store sync's payload (rank 0; None elsewhere)."""
+        return pack_weights(self._weight_source())
 
-    # NCCL weight sync to vLLM (GPU): rank 0 is rank 0 of the transfer group; other ranks only gather.
-    def sync_init(self, address: str, port: int, world_size: int):
-        """Rank 0 opens the transfer group and returns the weights' metadata for the receivers; every
-        rank must call this (reading the metadata gathers each parameter under ZeRO-3)."""
-        from rlpp.sync.nccl import NcclWeightSender
+    def sync_init(self, address: str, port: int, world_size: int) -> WeightMetadata | None:
+        """Join the NCCL weight-transfer group; rank 0 returns the weights' metadata for the receivers."""
+        self._nccl = NcclRankSender(self._weight_source())
+        return self._nccl.init(address, port, world_size)
 
-        metadata = NcclWeightSender.metadata(self._full_parameters())
-        if self.rank != 0:
-            return None
-        self.sender = NcclWeightSender()
-        self.sender.init(address, port, world_size)
-        return metadata
+    def sync_send(self, metadata: WeightMetadata | None) -> None:
+        self._nccl.send(metadata)
 
-    def sync_send(self, metadata) -> None:
-        if self.device.type == "cuda":
-            # vLLM's packed producer copies and broadcasts on side streams that do not wait for this
-            # one: the optimizer step's kernels must be done before the weights are read.
-            torch.cuda.current_stream().synchronize()
-        params = ((name, p.detach()) for name, p in self._full_parameters())
-        if self.rank == 0:
-            self.sender.send(params, metadata)
-        else:
-            for _ in params:  # take part in each ZeRO-3 gather
-                pass
-
-    # CUDA IPC weight sync to a colocated vLLM engine (rlpp.sync.ipc): every rank exports the full
-    # weights on its own GPU; the handles stay valid until ipc_release.
     def ipc_export(self) -> dict:
-        from rlpp.sync.ipc import export_handles
-
-        torch.cuda.current_stream().synchronize()  # the optimizer step's kernels are done
-        gathered = self.cfg.learner.zero_stage == 3  # a gathered parameter is freed after its turn: copy it
-        info, self._ipc_keep = export_handles(
-            (name, p.detach().clone() if gathered else p.detach()) for name, p in self._full_parameters())
-        return info
+        """CUDA IPC handles to this rank's full weights, valid until ``ipc_release``."""
+        return self._ipc.export()
 
     def ipc_release(self) -> None:
-        self._ipc_keep = []
-        torch.cuda.ipc_collect()
+        self._ipc.release()
+
+    @functools.cached_property
+    def _ipc(self) -> IpcRankSender:
+        return IpcRankSender(self._weight_source())
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, folder: str) -> None:

@@ -19,6 +19,7 @@ from rlpp.models.tiny import load_tokenizer
 from rlpp.reward.scorer import RewardScorer
 from rlpp.rollout.engine import Completion, Sampling
 from rlpp.rollout.factory import create_engine
+from rlpp.sync import object_store
 
 
 @dataclass
@@ -144,8 +145,10 @@ class RolloutWorker:
                         "max_position_embeddings", None)
         return context_length(longest, self.cfg.rollout.max_new_tokens, limit)
 
+    # The rollout halves of the weight transports (rlpp.sync), called by rlpp.distributed.weight_sync.
     def load_weights(self, weights: Mapping[str, torch.Tensor], version: int | None = None) -> None:
-        self.engine.load_weights(weights.items())
+        """The object-store sync: ``weights`` (rank 0's ``PackedWeights``) into the engine, then ``version``."""
+        object_store.load_weights(self.engine, weights)
         if version is not None:
             self.policy_version = version
 
@@ -153,17 +156,11 @@ class RolloutWorker:
         """The version the weights just loaded by another path (NCCL, CUDA IPC) belong to."""
         self.policy_version = version
 
-    # Colocated mode (rollout.colocate): the engine frees its GPU memory while the learner trains.
-    def sleep(self) -> None:
-        self.engine.sleep()
-
-    def wake_up(self, tags: list[str] | None = None) -> None:
-        self.engine.wake_up(tags)
-
     def sync_receive_ipc(self, update_info: dict) -> None:
+        """The CUDA IPC sync (``rlpp.sync.ipc.IpcWeightReceiver``)."""
         self.engine.receiver.receive(update_info)
 
-    # NCCL weight sync (vLLM on GPUs): see rlpp.sync.nccl for the order the trainer calls these in.
+    # The NCCL sync (``rlpp.sync.nccl.NcclWeightReceiver``; that module gives the order of these calls).
     def sync_world_size(self) -> int:
         return self.engine.receiver.world_size
 
@@ -172,6 +169,13 @@ class RolloutWorker:
 
     def sync_receive(self, metadata) -> None:
         self.engine.receiver.receive(metadata)
+
+    # Colocated mode (rollout.colocate): the engine frees its GPU memory while the learner trains.
+    def sleep(self) -> None:
+        self.engine.sleep()
+
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        self.engine.wake_up(tags)
 
     def ping(self) -> bool:
         return True

@@ -3,15 +3,16 @@ CUDA IPC handles, on vLLM 0.32's ``"ipc"`` weight-transfer backend (``vllm/distr
 ipc_engine.py``). Nothing goes through host memory: the engine maps the learner's own tensors and copies
 them into its parameters.
 
-Call order (the trainer drives both sides through Ray; ``rlpp.distributed.weight_sync``):
+Call order (the driver drives both sides through Ray; ``rlpp.distributed.weight_sync.IpcSync``):
 
 1. The engine is built with ``weight_transfer_config={"backend": "ipc"}`` and ``IpcWeightReceiver.init()``
    tells its workers the wire format (unpacked: one handle per tensor).
-2. Each sync, after the optimizer step: every learner rank calls ``export_handles`` (under ZeRO-3 each
-   parameter is gathered, a collective, and copied so the handle outlives the gather) and keeps the
-   tensors alive; ``merge_update_infos`` joins the ranks' handles per tensor, keyed by GPU UUID, so each
-   engine finds the one for its own GPU; every engine ``receive``s the merged info; then every learner
-   rank drops its references (``torch.cuda.ipc_collect``).
+2. Each sync, after the optimizer step: every learner rank's ``IpcRankSender.export`` calls
+   ``export_handles`` (under ZeRO-3 each parameter is gathered, a collective, and copied so the handle
+   outlives the gather) and keeps the tensors alive; ``merge_update_infos`` joins the ranks' handles per
+   tensor, keyed by GPU UUID, so each engine finds the one for its own GPU; every engine ``receive``s the
+   merged info; then every learner rank drops its references (``IpcRankSender.release``), even when a
+   receive failed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import torch
 
 if TYPE_CHECKING:
     from vllm import LLM
+
+    from rlpp.sync.source import WeightSource
 
 BACKEND = "ipc"
 
@@ -59,6 +62,27 @@ def merge_update_infos(infos: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for slot, handle in zip(merged, info["ipc_handles"]):
             slot.update(handle)
     return {**first, "ipc_handles": merged}
+
+
+class IpcRankSender:
+    """One learner rank's half: exports handles to its full weights on its own GPU and keeps the tensors
+    they point at alive until ``release``."""
+
+    def __init__(self, source: WeightSource):
+        self.source = source
+        self._keep: list[torch.Tensor] = []
+
+    def export(self) -> dict[str, Any]:
+        """This rank's update info (every rank must call it: ZeRO-3 gathers)."""
+        self.source.settle()  # the optimizer step's kernels are done before another process reads
+        copy = self.source.gathered  # a gathered parameter is freed after its turn: copy it
+        info, self._keep = export_handles((name, p.detach().clone() if copy else p.detach()) for name, p in self.source)
+        return info
+
+    def release(self) -> None:
+        """Drop the exported tensors once every engine has loaded them (or failed to)."""
+        self._keep = []
+        torch.cuda.ipc_collect()
 
 
 class IpcWeightReceiver:

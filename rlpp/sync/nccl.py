@@ -31,26 +31,31 @@ the trainer loop drives both sides. The sender's ``NCCLTrainerWeightTransferEngi
 client whose control-plane calls do nothing (``_ReceiverDrivenClient``), so its ``send_weights()``
 only broadcasts (``nccl_engine.py:318-361``).
 
-Call order across processes (the trainer loop, holding Ray handles; "rollout" is the actor owning an
-``LLM`` and an ``NcclWeightReceiver``, "learner" the rank-0 actor owning an ``NcclWeightSender``):
+Call order across processes (the driver holding Ray handles: ``rlpp.distributed.weight_sync.NcclSync``;
+"rollout" is the actor owning an ``LLM`` and an ``NcclWeightReceiver``, "learner" a learner rank owning
+an ``NcclRankSender``, whose rank 0 drives an ``NcclWeightSender``):
 
 1. Rollout actors build ``LLM(..., **NcclWeightReceiver.vllm_engine_kwargs())``.
 2. ``world_size, offsets = transfer_group_layout([engine world sizes])`` (``receiver.world_size``);
-   ``address, port = NcclWeightSender.endpoint()`` *inside the learner* (rank 0 hosts the store).
+   ``address, port = Learner.endpoint()`` (``rlpp.distributed.local.free_endpoint``) *inside learner
+   rank 0*, since rank 0 hosts the TCPStore there (``distributed/utils.py:489-494``).
 3. Rendezvous, all at once: launch ``receiver.init(address, port, offsets[i], world_size)`` on every
-   rollout actor and ``sender.init(address, port, world_size)`` on the learner as Ray calls, then
-   ``ray.get`` all of them together. Each call blocks until all ``world_size`` ranks have joined
+   rollout actor and ``sender.init(address, port, world_size)`` on every learner rank (only rank 0
+   joins the group; the others read the weights, their share of each ZeRO-3 gather) as Ray calls,
+   then ``ray.get`` all of them together. Each call blocks until all ``world_size`` ranks have joined
    (TCPStore timeout 300 s, ``distributed/utils.py:465-512``); awaiting one side before launching
-   the other deadlocks.
-4. Each sync, once the optimizer step is done and no ``generate`` is running on the engines:
-   ``meta = sender.metadata(named_tensors)`` (constant across steps, may be cached); launch
+   the other deadlocks. Rank 0's ``init`` returns the weights' ``WeightMetadata`` (constant across
+   steps, so it is taken once).
+4. Each sync, once the optimizer step is done and no ``generate`` is running on the engines: launch
    ``receiver.receive(meta)`` on every rollout actor *without awaiting it*, launch
-   ``sender.send(named_tensors, meta)`` on the learner, then ``ray.get`` them all. Receivers block
+   ``sender.send(meta)`` on every learner rank, then ``ray.get`` them all. Receivers block
    inside NCCL until the broadcast arrives and vice versa; the launch order does not matter so long as
    neither side is awaited before the other is launched. Send every parameter each time: a layer
    that receives only some of its tensors is rebuilt with the others uninitialized
    (``model_executor/model_loader/reload/layerwise.py:226-285,344-373``).
-5. ``close()`` on both sides before the actors exit.
+5. Nothing is closed: the run kills its actors at teardown and each communicator goes with its
+   process (NCCL's destroy first waits for the operations still outstanding, which after a failed
+   sync never complete).
 
 A sync that fails on one side leaves the other blocked in NCCL with no timeout, and a failed receive
 leaves the engine's layers half reloaded: treat any error in steps 3-4 as fatal and kill the actors.
@@ -67,6 +72,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
     from vllm import LLM
+
+    from rlpp.sync.source import WeightSource
 
 logger = logging.getLogger(__name__)
 
@@ -304,14 +311,6 @@ class NcclWeightSender:
         self._source: Any = None
 
     @staticmethod
-    def endpoint() -> tuple[str, int]:
-        """``(address, free port)`` of this node for the rendezvous; call it in the sender's process,
-        since rank 0 hosts the TCPStore there (``distributed/utils.py:489-494``)."""
-        from vllm.utils.network_utils import get_ip, get_open_port
-
-        return get_ip(), get_open_port()
-
-    @staticmethod
     def metadata(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> WeightMetadata:
         """Describe ``named_tensors`` (read ``.shape``/``.dtype`` only; no data is touched)."""
         names: list[str] = []
@@ -365,9 +364,31 @@ class NcclWeightSender:
         finally:
             self._source.end()
 
-    def close(self) -> None:
-        """Destroy the NCCL communicator (``nccl_engine.py:458-461``)."""
-        if self._engine is not None:
-            self._engine.shutdown()
-            self._engine = None
-            self._source = None
+
+class NcclRankSender:
+    """One learner rank's part in every NCCL sync, over its ``WeightSource``: rank 0 is rank 0 of the
+    transfer group and broadcasts through an ``NcclWeightSender``; every other rank only reads the
+    source, which under ZeRO-3 is its share of each gather."""
+
+    def __init__(self, source: WeightSource, wire: WireParams = WireParams()) -> None:
+        self.source = source
+        self._sender = NcclWeightSender(wire) if source.rank == 0 else None
+
+    def init(self, master_address: str, master_port: int, world_size: int) -> WeightMetadata | None:
+        """Describe the weights (every rank: reading them gathers each parameter under ZeRO-3); rank 0
+        then opens the transfer group and returns the metadata for the receivers, the others None."""
+        metadata = NcclWeightSender.metadata(self.source)
+        if self._sender is None:
+            return None
+        self._sender.init(master_address, master_port, world_size)
+        return metadata
+
+    def send(self, metadata: WeightMetadata | None) -> None:
+        """Broadcast the current weights (rank 0) or take part in their gathers (other ranks)."""
+        # vLLM's packed producer copies and broadcasts on side streams that do not wait for this one:
+        # the optimizer step's kernels must be done before the weights are read.
+        self.source.settle()
+        if self._sender is None:
+            self.source.take_part()
+            return
+        self._sender.send(((name, p.detach()) for name, p in self.source), metadata)

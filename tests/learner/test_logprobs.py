@@ -87,17 +87,3 @@ def test_sorted_packing_pays_less_padding_than_group_order():
     padded = lambda plan: sum(len(mb) * max(lengths[i] for i in mb) for rank in plan for mb in rank)
     in_order = [[list(range(k, min(k + 8, 64))) for k in range(0, 64, 8)]]
     assert padded(plan_micro_batches(lengths, 1, 8)) < 0.7 * padded(in_order)
-
-
-def test_nccl_send_waits_for_the_optimizer_step_on_cuda(monkeypatch):
-    """vLLM's packed producer reads the weights on side streams that do not wait for the current one:
-    sync_send synchronises it first (observed here through a stand-in stream; CUDA is not needed)."""
-    from rlpp.learner.learner import Learner
-
-    events = []
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda: type("S", (), {"synchronize": lambda self: events.append("sync")})())
-    learner = Learner.__new__(Learner)
-    learner.device, learner.rank = torch.device("cuda", 0), 1
-    learner._full_parameters = lambda: iter([("w", torch.zeros(1))]) if events.append("read") is None else None
-    learner.sync_send(metadata=None)
-    assert events == ["sync", "read"]

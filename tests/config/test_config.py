@@ -52,9 +52,9 @@ def test_round_trip_through_yaml(tmp_path):
         ("buffer.sampler=greedy", "buffer.sampler must be one of"),
         ("buffer.decay=1.0", "buffer.decay must be in [0.0, 1.0)"),
         ("buffer.unseen_priority=0.3", "buffer.unseen_priority must be in (0.0, 0.25]"),
-        ("buffer.per.alpha=2", "buffer.per.alpha must be in [0.0, 1.0]"),
+        ("buffer.sampler=per buffer.per.alpha=2", "buffer.per.alpha must be in [0.0, 1.0]"),
         ("buffer.retest.mode=sometimes", "buffer.retest.mode must be one of"),
-        ("buffer.dapo_filter.oversample=0.5", "buffer.dapo_filter.oversample must be >= 1.0"),
+        ("buffer.sampler=dapo_filter buffer.dapo_filter.oversample=0.5", "buffer.dapo_filter.oversample must be >= 1.0"),
         ("buffer.nope=1", "buffer.nope"),
         ("nope=1", "nope: unknown key; known keys: ['algo', 'buffer', 'data'"),
         ("buffer.retest.every_steps=abc", "buffer.retest.every_steps: Value 'abc'"),
@@ -64,13 +64,13 @@ def test_round_trip_through_yaml(tmp_path):
 )
 def test_bad_values_name_the_full_key(override, message):
     with pytest.raises(ConfigError) as e:
-        load_config(None, [override])
+        load_config(None, override.split(" "))
     assert message in str(e.value)
 
 
 def test_all_problems_reported_at_once():
     with pytest.raises(ConfigError) as e:
-        load_config(None, ["seed=-1", "buffer.retest.per_round=0", "buffer.per.beta=-1"])
+        load_config(None, ["seed=-1", "buffer.retest.per_round=0", "buffer.sampler=per", "buffer.per.beta=-1"])
     msg = str(e.value)
     for key in ("seed", "buffer.retest.per_round", "buffer.per.beta"):
         assert key in msg

@@ -58,6 +58,8 @@ class Sampler:
         """When parked problems are retested (``buffer.retest.mode`` unless the sampler fixes it)."""
         return cfg.retest.mode
 
+    corrects_bias = False
+    """Whether its draws carry importance weights for the loss (``per``)."""
     measures_pool = False
     """Whether it selects by pass rates the loop measures between steps (``oracle``: sync mode only)."""
     config_groups: tuple[str, ...] = ()
@@ -368,6 +370,7 @@ class PERSampler(TreeSampler):
     """Proportional prioritization: P(i) ∝ (ω_i + eps)^alpha over a sum-tree, with importance weights."""
 
     config_groups = ("per",)
+    corrects_bias = True
 
     def _mass(self, ids: np.ndarray) -> np.ndarray:
         c = self.stats.cfg.per

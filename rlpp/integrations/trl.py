@@ -169,7 +169,7 @@ def check_supported(args, dataset, cfg: BufferConfig) -> None:
     """Refuse, in one line naming the setting, a run whose batches would not line up with the buffer's draws:
     groups split across processes or batches, no dataset index to draw, a sampler that needs rlpp's own loop.
     Every other TRL setting runs as TRL runs it."""
-    if sampler_class(cfg).filters:
+    if sampler_class(cfg).group_filter != "none":
         raise ValueError(f"buffer.sampler={cfg.sampler}: its groups are filtered and drawn again by rlpp's trainer "
                          f"(dynamic sampling), which TRL's GRPOTrainer does not do; use uniform")
     if args.world_size > 1:
@@ -224,9 +224,9 @@ class PriorityBufferMixin:
         if self.buffer.oracle_request() is not None:
             log.warning("buffer.sampler=oracle selects uniformly until measured pass rates are handed to "
                         "trainer.buffer.set_oracle_rates; this integration does not measure them")
-        if buffer.sampler == "per":
-            log.warning("buffer.sampler=per: TRL's loss takes no per-sample weights, so PER's importance weights "
-                        "are not applied")
+        if sampler_class(buffer).corrects_bias:
+            log.warning("buffer.sampler=%s: TRL's loss takes no per-sample weights, so its importance weights "
+                        "are not applied", buffer.sampler)
 
     def _get_train_sampler(self, dataset=None) -> BufferSampler:
         return self.buffer_sampler

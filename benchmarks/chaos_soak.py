@@ -5,8 +5,8 @@ random SIGKILLs, then a check that nothing was lost.
     python benchmarks/chaos_soak.py --minutes 2 --out /tmp/soak
 
 Every 10-30 s (random) it SIGKILLs a rollout actor or a reward worker of the run (found in the run's own
-process tree), and at one third and two thirds of the time it SIGKILLs the driver with its whole process
-group and starts it again with ``trainer.resume=auto``. When the run has ended it checks and prints: the
+process tree), and when the run has logged a third and two thirds of its steps it SIGKILLs the driver with
+its whole process group and starts it again with ``trainer.resume=auto``. When the run has ended it checks and prints: the
 kills survived, by kind; every step trained on exactly B groups; the buffer's visit counts equal the
 groups generated and accepted (steps x B); nothing left in flight; every step logged once in
 ``metrics.jsonl``; the last checkpoint loads (model and buffer) and the buffer's invariants hold. Exit
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import psutil
 
-B, STEPS_PER_MINUTE = 16, 150
-"""Batch size, and the steps a minute of the soak asks for (a rough rate under kills on two cores; the
-run ends at its step count, however long the kills make it)."""
+B, STEPS_PER_MINUTE = 16, 400
+"""Batch size, and the steps a minute of the soak asks for: about what two cores manage under the kills'
+restarts, so the soak lasts at least its minutes (it ends at its step count, however long that takes)."""
 
 
 def train_command(out: Path, steps: int, *extra: str) -> list[str]:
@@ -69,7 +69,7 @@ def soak(out: Path, minutes: float, seed: int) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     kills = {"rollout actor": 0, "reward worker": 0, "driver": 0}
     start = time.monotonic()
-    driver_kills = [start + minutes * 60 / 3, start + 2 * minutes * 60 / 3]
+    driver_kills = [steps // 3, 2 * steps // 3]  # at these logged steps
     log = open(out / "soak.log", "a")
     proc = subprocess.Popen(train_command(out, steps), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     next_kill = time.monotonic() + rng.uniform(10, 30)
@@ -80,7 +80,7 @@ def soak(out: Path, minutes: float, seed: int) -> dict:
                 break
             raise SystemExit(f"the run failed (exit {code}); see {out / 'soak.log'}")
         now = time.monotonic()
-        if driver_kills and now >= driver_kills[0] and any((out / "checkpoints").glob("step_*[0-9]")):
+        if driver_kills and _logged_step(out) >= driver_kills[0] and any((out / "checkpoints").glob("step_*[0-9]")):
             driver_kills.pop(0)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -104,6 +104,22 @@ def soak(out: Path, minutes: float, seed: int) -> dict:
             next_kill = now + rng.uniform(10, 30)
         time.sleep(0.2)
     return {"kills": kills, "seconds": round(time.monotonic() - start, 1), "steps": steps, **check(out, steps)}
+
+
+def _logged_step(out: Path) -> int:
+    """The last step the run has logged (0 before the first)."""
+    path = out / "metrics.jsonl"
+    if not path.is_file():
+        return 0
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - 4096))
+        tail = f.read().decode(errors="replace").splitlines()[1:] or [""]
+    for line in reversed(tail):
+        try:
+            return int(json.loads(line)["step"])
+        except (ValueError, KeyError):
+            continue
+    return 0
 
 
 def check(out: Path, steps: int) -> dict:

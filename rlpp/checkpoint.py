@@ -10,6 +10,7 @@ the final name is always whole; a crash mid-write leaves only a ``.tmp`` folder,
 from __future__ import annotations
 
 import json
+import os
 import logging
 import re
 import shutil
@@ -47,6 +48,32 @@ def commit(tmp: Path, state: dict, keep_last: int) -> Path:
     if keep_last:
         for old in complete(tmp.parent)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+MODEL_DIR = "model"
+"""``RUN_DIR/model``: the run's final policy (HF weights, config and tokenizer), what ``rlpp eval RUN_DIR`` reads."""
+TRAINING_ONLY = ("deepspeed", "buffer.pt", STATE_FILE)
+"""What a checkpoint holds beyond the model itself (optimizer, buffer and run state): left out of ``model/``."""
+
+
+def export_model(checkpoint_dir: Path, output_dir: str | Path) -> Path:
+    """Publish a checkpoint's model as ``OUTPUT_DIR/model``, replacing an earlier one: its files hard-linked
+    where the file system allows (no second copy of the weights), copied otherwise; written beside and
+    renamed, so a reader never sees a half-written folder."""
+    final = Path(output_dir) / MODEL_DIR
+    tmp = final.with_name(MODEL_DIR + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in Path(checkpoint_dir).iterdir():
+        if f.name in TRAINING_ONLY or not f.is_file():
+            continue
+        try:
+            os.link(f, tmp / f.name)
+        except OSError:
+            shutil.copy2(f, tmp / f.name)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
     return final
 
 

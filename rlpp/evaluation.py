@@ -87,18 +87,46 @@ def _put(metrics: dict, name: str, values: np.ndarray) -> None:
 
 
 def eval_config_for(model: str, config: str | None, overrides: list[str]):
-    """The config ``rlpp eval MODEL [CONFIG] [key=value ...]`` runs with: CONFIG, else the run's own
-    ``config.yaml`` when MODEL is a checkpoint written by ``rlpp train`` (RUN/checkpoints/step_N), else the
-    built-in defaults; then ``model.source=pretrained model.path=MODEL``; then the overrides."""
+    """The config ``rlpp eval MODEL [CONFIG] [key=value ...]`` runs with, and the model folder it evaluates.
+
+    MODEL may be a run folder written by ``rlpp train`` (its final ``model/``, with the run's ``config.yaml``),
+    a checkpoint of one (``RUN/checkpoints/step_N``, with its run's config), an HF model folder, a ``.gguf``, or
+    a hub name. The config is CONFIG, else the run's own, else the built-in defaults; then
+    ``model.source=pretrained model.path=<the model folder>``; then the overrides. A local path that does
+    not exist is an error naming it (not a hub name that fails to download)."""
     from pathlib import Path
 
+    from rlpp import checkpoint
     from rlpp.config.loader import load_config
+    from rlpp.config.schema import ConfigError
 
-    if config is None:
-        run_config = Path(model).expanduser().resolve().parent.parent / "config.yaml"
-        if (Path(model) / "config.json").is_file() and run_config.is_file():
+    path = Path(model).expanduser()
+    if (path / checkpoint.MODEL_DIR / "config.json").is_file() and (path / "config.yaml").is_file():
+        config = config or str(path / "config.yaml")
+        model = str(path / checkpoint.MODEL_DIR)
+    elif _looks_local(model) and not path.exists():
+        raise ConfigError(f"{model}: no such folder (give a run folder, a checkpoint, a model folder or "
+                          "a hub name)")
+    elif config is None:
+        run_config = path.resolve().parent.parent / "config.yaml"
+        if (path / "config.json").is_file() and run_config.is_file():
             config = str(run_config)
-    return load_config(config, ["model.source=pretrained", f"model.path={model}", *overrides])
+    return load_config(config, ["model.source=pretrained", f"model.path={model}", *overrides]), model
+
+
+def _looks_local(model: str) -> bool:
+    """Whether MODEL names a local path rather than a hub repo ("org/name") or a packaged GGUF ("pkg:..."): it
+    starts like a path, has more than one "/", its first part is a folder here (``runs/tiny`` when ``runs/``
+    exists), or it is a ``.gguf`` file name."""
+    from pathlib import Path
+
+    if model.startswith("pkg:"):
+        return False
+    if model.startswith((".", "/", "~")) or model.count("/") > 1:
+        return True
+    if model.count("/") == 1:
+        return Path(model.split("/")[0]).is_dir()
+    return model.endswith(".gguf")
 
 
 def run_eval(cfg, model: str) -> dict:
@@ -166,7 +194,7 @@ def main_eval(model: str, config: str | None, overrides: list[str]) -> int:
     from pathlib import Path
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = eval_config_for(model, config, overrides)
+    cfg, model = eval_config_for(model, config, overrides)
     report = run_eval(cfg, model)
     out = Path(cfg.eval.output) if cfg.eval.output else (
         (Path(model) if Path(model).is_dir() else Path.cwd()) / f"eval_{cfg.eval.split}.json")

@@ -131,7 +131,7 @@ class Trainer:
         self.progress.close()
         self.buffer.check_invariants()  # every problem in exactly one pool, none lost
         np.savez_compressed(self.out / "predictions.npz", **self.buffer.prediction_log())
-        self.save(state.step)
+        checkpoint.export_model(self.save(state.step), self.out)  # RUN_DIR/model: what rlpp eval RUN_DIR reads
         return self.summary(time.perf_counter() - t_start)
 
     def _end_of_step(self, step: int, result: RolloutResult, staleness: int, metrics: dict, timer: PhaseTimer) -> bool:
@@ -249,7 +249,8 @@ class Trainer:
         """``summary.json``: the run's figures, diagnostics and the final pass@k."""
         last = self.state.history[-1]
         out = {"warmstart_dev_accuracy": self.parts.warmstart.get("dev_accuracy"), **self.state.summary(seconds),
-               "output_dir": str(self.out), "num_problems": len(self.train_set),
+               "output_dir": str(self.out), "model": str(self.out / checkpoint.MODEL_DIR),
+               "num_problems": len(self.train_set),
                "group_size": self.cfg.rollout.group_size, "diagnostics": self.buffer.diagnostics()}
         for key, value in last.items():  # the last evaluation's pass@k (eval.k, eval.final_k)
             if re.fullmatch(r"eval/pass@\d+", key):

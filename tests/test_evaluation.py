@@ -95,3 +95,19 @@ def test_rlpp_eval_on_a_checkpoint_written_by_rlpp_train(tmp_path, small_run):
     logged = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if "eval/accuracy" in x]
     assert m["eval/accuracy"] == pytest.approx(logged[-1]["eval/accuracy"])  # the same greedy evaluation
     assert "eval/accuracy_ci95" in logged[-1]
+
+    # The README's command right after a run: `rlpp eval RUN_DIR` takes the run folder (its final model/)
+    assert sorted(p.name for p in (out / "model").iterdir()) == sorted(
+        p.name for p in ckpt.iterdir() if p.name not in ("deepspeed", "buffer.pt", "trainer.json", "eval_eval.json"))
+    ev = subprocess.run([sys.executable, "-m", "rlpp.cli", "eval", str(out)], capture_output=True, text=True, timeout=900)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    run_report = json.loads((out / "model" / "eval_eval.json").read_text())
+    assert run_report["metrics"]["eval/accuracy"] == pytest.approx(m["eval/accuracy"])  # the final model, the run's config
+
+
+def test_rlpp_eval_of_a_path_that_does_not_exist_says_so(tmp_path):
+    missing = tmp_path / "runs" / "nope"
+    ev = subprocess.run([sys.executable, "-m", "rlpp.cli", "eval", str(missing)], capture_output=True, text=True,
+                        timeout=300)
+    assert ev.returncode != 0
+    assert f"{missing}: no such folder" in ev.stderr and "huggingface" not in ev.stderr.lower()

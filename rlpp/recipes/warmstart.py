@@ -74,7 +74,8 @@ def _check_loads(path: str, trust_remote_code: bool) -> None:
         AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"model.path {path!r} does not load: {first}") from e
+        local = "" if Path(path).expanduser().exists() else " (and there is no local folder of that name)"
+        raise ModelError(f"model.path {path!r} does not load{local}: {first}") from e
 
 
 def warmstart_seed(cfg: Config) -> int:

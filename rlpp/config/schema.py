@@ -181,6 +181,9 @@ class DataConfig:
     """Python ``str.format`` template applied to the problem text (fields: ``prompt``)."""
     chat_template: bool = False
     """Wrap the templated prompt with the tokenizer's chat template as one user turn."""
+    system_prompt: str = ""
+    """With ``chat_template``: a system turn before the user's (empty: the template's own default, if it has
+    one; SmolLM2's is a 20-token introduction that every rollout would otherwise carry)."""
     max_problems: int = 0
     """Use at most this many training problems (0: all)."""
 
@@ -193,6 +196,8 @@ class DataConfig:
             yield "template", f"must contain '{{prompt}}', got {self.template!r}"
         yield from at_least("eval_size", self.eval_size, 1)
         yield from at_least("max_problems", self.max_problems, 0)
+        if self.system_prompt and not self.chat_template:
+            yield "system_prompt", "needs data.chat_template=true (a system turn exists only in a chat template)"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The built-in rewards: ``arithmetic``, ``exact_match`` and ``math_verify``.
+"""The built-in rewards: ``arithmetic``, ``final_number``, ``exact_match`` and ``math_verify``.
 
 Each scores 1.0 (correct) or 0.0. A malformed *reference* answer raises, so the scorer counts it under
 ``reward/errors`` and warns, instead of silently scoring it 0 like a wrong completion.
@@ -15,6 +15,7 @@ from types import ModuleType
 from rlpp.reward.registry import register_reward
 
 _INT = re.compile(r"-?[0-9]+")
+_NUMBER = re.compile(r"-?[0-9][0-9,]*(?:\.[0-9]+)?")
 _BRACES = re.compile(r"\\(?:boxed|fbox)\s*\{|[{}]")
 _LATEX_DELIMITERS = ("$", "\\(", "\\[", "\\boxed")
 _MATH_VERIFY_PIP = 'pip install "math-verify[antlr4_13_2]"'
@@ -32,6 +33,28 @@ def arithmetic(completion: str, answer: str) -> float:
     if not _INT.fullmatch(text):
         return 0.0
     return float(int(text) == int(answer))
+
+
+@register_reward("final_number", inline=True)
+def final_number(completion: str, answer: str) -> float:
+    """1.0 iff the completion's final number equals ``answer``: the number in its last ``\\boxed{...}`` if it
+    has one, else the last number in the text (``1,234`` reads as 1234; ``-7`` and ``2.5`` are numbers).
+
+    For a chat model asked a question with a numeric answer, which answers in a sentence ("47 + 8 = 55.")
+    rather than with the number alone: the strict ``arithmetic`` reward would score that 0. Inline: a regex."""
+    reference = _to_number(answer)
+    if reference is None:
+        raise ValueError(f"final_number: the reference answer {answer!r} is not a number")
+    boxed = last_boxed(completion)
+    found = _NUMBER.findall(completion if boxed is None else boxed)
+    return float(bool(found) and _to_number(found[-1]) == reference)
+
+
+def _to_number(text: str) -> float | None:
+    try:
+        return float(text.strip().replace(",", ""))
+    except ValueError:
+        return None
 
 
 @register_reward("exact_match", inline=True)

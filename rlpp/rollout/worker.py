@@ -122,9 +122,10 @@ class RolloutWorker:
         missing = list(dict.fromkeys(int(i) for i in ids if (split, int(i)) not in cache))
         if missing:
             if self.cfg.data.chat_template:
+                system = [{"role": "system", "content": self.cfg.data.system_prompt}] if self.cfg.data.system_prompt else []
                 encoded = []
                 for i in missing:
-                    enc = self.tokenizer.apply_chat_template([{"role": "user", "content": texts[i]}],
+                    enc = self.tokenizer.apply_chat_template([*system, {"role": "user", "content": texts[i]}],
                                                              add_generation_prompt=True, tokenize=True)
                     # transformers 5 returns a BatchEncoding (a mapping, not a dict): list() of it gives its keys
                     encoded.append([int(t) for t in (enc["input_ids"] if hasattr(enc, "keys") else enc)])

@@ -83,10 +83,10 @@ def test_last_boxed(text, expected):
 
 def test_last_boxed_is_linear_on_junk():
     junk = "\\boxed{" * 100_000
-    start = time.perf_counter()
+    start = time.process_time()  # this process's CPU time: a loaded machine does not make it fail
     assert last_boxed(junk) is None
     assert final_answer(junk) == junk
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 1.0  # quadratic matching would take minutes
 
 
 needs_math_verify = pytest.mark.skipif(importlib.util.find_spec("math_verify") is None,
@@ -144,3 +144,26 @@ def test_fbox_counts_as_a_box():
 
     assert last_boxed(r"so the answer is \fbox{12}.") == "12"
     assert exact_match(r"\fbox{12}", "12") == 1.0
+
+
+@pytest.mark.parametrize("completion, answer, expected", [
+    ("47 + 8 = 55.", "55", 1.0),  # a chat model's sentence: its last number
+    ("The answer is \\boxed{55}.", "55", 1.0),
+    ("\\boxed{54}, though some say 55", "55", 0.0),  # a boxed answer wins over a later number
+    ("So 3 - 10 = -7", "-7", 1.0),
+    ("That makes 1,234 apples.", "1234", 1.0),
+    ("2.50", "2.5", 1.0),
+    ("55 or maybe 56", "55", 0.0),
+    ("I cannot say.", "5", 0.0),
+])
+def test_final_number_reads_the_last_number_or_the_boxed_one(completion, answer, expected):
+    from rlpp.reward.builtin import final_number
+
+    assert final_number(completion, answer) == expected
+
+
+def test_final_number_refuses_a_reference_that_is_not_a_number():
+    from rlpp.reward.builtin import final_number
+
+    with pytest.raises(ValueError, match="not a number"):
+        final_number("5", "five")

@@ -23,7 +23,7 @@ from rlpp.sync import TRANSPORTS, resolve_weight_sync
 
 __all__ = [
     "AlgoConfig", "BufferConfig", "Config", "ConfigError", "DapoFilterConfig", "DataConfig", "EvalConfig",
-    "LearnerConfig", "LogConfig", "ModelConfig", "PERConfig", "PrioritizedConfig", "PromptReplayConfig", "RayConfig", "RetestConfig",
+    "LearnerConfig", "LogConfig", "LoraConfig", "ModelConfig", "PERConfig", "PrioritizedConfig", "PromptReplayConfig", "RayConfig", "RetestConfig",
     "RewardConfig", "RolloutConfig", "SkipConfig", "SyntheticConfig", "ThompsonConfig", "TinyModelConfig", "TrainerConfig", "VllmConfig",
     "WarmStartConfig", "validate",
 ]
@@ -88,6 +88,46 @@ class WarmStartConfig:
         yield from in_range("lr", self.lr, 0.0, 1.0, lo_open=True)
 
 
+LORA_ALL_LINEAR = "all-linear"
+"""peft's name for every linear layer but the output head."""
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """LoRA (``model.lora``, through peft): train a low-rank update B·A·alpha/rank beside each target
+    layer's frozen weight instead of the weights themselves. The engines receive merged weights."""
+
+    rank: int = 0
+    """Rank of each adapter (A is rank x in, B is out x rank); 0: off, the learner trains every weight."""
+    alpha: float = 32.0
+    """Scale of the update, which is B·A·alpha/rank. LoRA wants a learning rate about 10x full
+    fine-tuning's (``learner.lr``)."""
+    dropout: float = 0.0
+    """Dropout on the adapters' input while training. 0 by default: dropout makes the learner's
+    on-policy log-probs noisy, so the PPO ratio leaves 1 (and clips) on an unchanged policy."""
+    target_modules: list[str] = field(default_factory=lambda: [LORA_ALL_LINEAR])
+    """Layers that get adapters, by module name (``q_proj``, or a dotted suffix ``self_attn.q_proj``), or
+    ``[all-linear]``: every linear layer except the output head. All-linear by default, because it names
+    no architecture's layers (a list of Llama names fails on GPT-2 or Phi) and adapting the MLPs as well
+    as attention is what matches full fine-tuning (QLoRA; Thinking Machines' "LoRA Without Regret")."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.rank > 0
+
+    def _problems(self) -> Problems:
+        yield from at_least("rank", self.rank, 0)
+        if not self.enabled:
+            return
+        yield from in_range("alpha", self.alpha, 0.0, 1e6, lo_open=True)
+        yield from in_range("dropout", self.dropout, 0.0, 1.0, hi_open=True)
+        targets = list(self.target_modules)
+        if not targets or any(not isinstance(t, str) or not t for t in targets):
+            yield "target_modules", f"must list module names (or be [{LORA_ALL_LINEAR}]), got {targets!r}"
+        elif LORA_ALL_LINEAR in targets and len(targets) > 1:
+            yield "target_modules", f"{LORA_ALL_LINEAR} already names every linear layer; list it alone, got {targets!r}"
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The policy model."""
@@ -105,6 +145,7 @@ class ModelConfig:
     """Passed to transformers/vLLM when loading ``path``."""
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     warmstart: WarmStartConfig = field(default_factory=WarmStartConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
     def _problems(self) -> Problems:
         yield from one_of("source", self.source, ("tiny", "pretrained"))
@@ -698,6 +739,10 @@ class Config:
                 yield shared[0], ("must be a whole number of GPUs with the nccl weight sync: a fraction lets Ray put "
                                   "two ranks of the transfer group on one GPU, which NCCL refuses; share GPUs with "
                                   "rollout.colocate=true instead")
+        if self.model.lora.enabled and lc.zero_stage == 3:
+            yield "learner.zero_stage", ("must be <= 2 with model.lora.rank > 0: ZeRO-3 would shard each adapted layer "
+                                         "apart from its adapters, which merging needs together; with LoRA the "
+                                         "optimizer state is the adapters' alone, so ZeRO-1/2 already cost little")
         if self.model.dtype == "bfloat16" and lc.zero_stage == 0:
             yield "learner.zero_stage", ("must be >= 1 with model.dtype=bfloat16: DeepSpeed accumulates gradients in "
                                          "fp32 (data_types.grad_accum_dtype) only under ZeRO; ZeRO-1 costs nothing "

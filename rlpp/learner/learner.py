@@ -23,6 +23,7 @@ from rlpp.algo.batch import TrainBatch
 from rlpp.algo.loss import LossNorm, PolicyLossInput, policy_loss, tis_weights
 from rlpp.config.schema import Config
 from rlpp.distributed.local import free_endpoint
+from rlpp.learner import lora
 from rlpp.learner.policy import TokenLogprobs
 from rlpp.models.tiny import load_model
 from rlpp.sync.ipc import IpcRankSender
@@ -96,6 +97,8 @@ class Learner:
     def __init__(self, cfg: Config, model_path: str, rank: int, world_size: int):
         self.cfg, self.model_path, self.rank, self.world_size = cfg, model_path, rank, world_size
         self.temperature = cfg.rollout.temperature
+        self.adapters = None
+        """peft's wrapper around the policy's HF model with ``model.lora`` (``rlpp.learner.lora``), else None."""
 
     @staticmethod
     def endpoint() -> tuple[str, int]:
@@ -124,13 +127,15 @@ class Learner:
                                              rank=rank, world_size=world_size)
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
         torch.manual_seed(cfg.seed + rank)
-        model = self._policy(gradient_checkpointing=cfg.learner.gradient_checkpointing)
+        model = self._policy(gradient_checkpointing=cfg.learner.gradient_checkpointing, adapters=cfg.model.lora.enabled)
         self.engine, _, _, _ = deepspeed.initialize(
             model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
             config=deepspeed_config(cfg, world_size),
         )
         self.ref = None
-        if cfg.algo.kl_coef > 0:
+        if cfg.algo.kl_coef > 0 and self.adapters is not None:
+            self.ref = WithoutAdapters(self.adapters, self.engine.module)
+        elif cfg.algo.kl_coef > 0:
             ref = self._policy(gradient_checkpointing=False).eval().requires_grad_(False)
             if cfg.learner.zero_stage == 3:
                 # Partitioned like the policy: a full unsharded copy per rank would undo ZeRO-3.
@@ -157,13 +162,16 @@ class Learner:
         return torch.distributed.TCPStore(address, port, self.world_size, is_master=True, timeout=timeout,
                                           master_listen_fd=self._store_socket.fileno())
 
-    def _policy(self, gradient_checkpointing: bool) -> TokenLogprobs:
-        """The HF model wrapped to return chosen-token log-probs (``rlpp.learner.policy``)."""
+    def _policy(self, gradient_checkpointing: bool, adapters: bool = False) -> TokenLogprobs:
+        """The HF model wrapped to return chosen-token log-probs (``rlpp.learner.policy``); with ``adapters``
+        it trains LoRA adapters only (``self.adapters`` is then peft's wrapper around it)."""
         cfg = self.cfg
         model = load_model(self.model_path, cfg.model.dtype, cfg.model.trust_remote_code)
         model.config.use_cache = False
         if gradient_checkpointing:  # keep one layer's activations, recompute the rest in backward
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if adapters:
+            self.adapters = lora.add_adapters(model, cfg.model.lora, seed=cfg.seed)
         return TokenLogprobs(model, temperature=self.temperature, chunk_tokens=cfg.learner.logprob_chunk_tokens)
 
     # ------------------------------------------------------------------ training
@@ -285,7 +293,11 @@ class Learner:
         """(name, full tensor) for every entry of the model's state dict, tied aliases included (vLLM's
         layerwise reload leaves a tied lm_head uninitialised unless it arrives under its own name).
         Under ZeRO-3 each parameter is gathered in turn, a collective: every rank must iterate.
-        Tensors stay on the learner's device and are valid until the next one is yielded."""
+        Tensors stay on the learner's device and are valid until the next one is yielded. With LoRA, the
+        base model's entries with the adapters merged in (``lora.merged_weights``; ZeRO-3 is refused)."""
+        if self.adapters is not None:
+            yield from lora.merged_weights(self.engine.module.policy)
+            return
         state = self.engine.module.policy.state_dict(keep_vars=True)
         if self.cfg.learner.zero_stage != 3:
             yield from state.items()
@@ -336,13 +348,39 @@ class Learner:
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, folder: str) -> None:
-        """HF weights (``save_pretrained``, rank 0) plus DeepSpeed optimizer/scheduler state (all ranks)."""
+        """HF weights (``save_pretrained``, rank 0) plus DeepSpeed optimizer/scheduler state (all ranks).
+        With LoRA the HF weights are the merged ones (what ``rlpp eval`` reads), the adapters go to
+        ``adapter/`` in peft's format, and DeepSpeed's state holds the adapters and their optimizer state
+        alone: the frozen base is rebuilt from ``model.path`` on resume, not stored again."""
         weights = self.named_weights()
         if self.rank == 0:
             self.engine.module.policy.save_pretrained(folder, state_dict=weights)
-        self.engine.save_checkpoint(str(Path(folder) / "deepspeed"), tag="state")
+            if self.adapters is not None:
+                lora.save_adapters(self.adapters, folder)
+        self.engine.save_checkpoint(str(Path(folder) / "deepspeed"), tag="state",
+                                    exclude_frozen_parameters=self.adapters is not None)
 
     def load(self, folder: str) -> None:
-        path, _ = self.engine.load_checkpoint(str(Path(folder) / "deepspeed"), tag="state")
+        custom = lora.load_adapter_state if self.adapters is not None else None
+        path, _ = self.engine.load_checkpoint(str(Path(folder) / "deepspeed"), tag="state", custom_load_fn=custom)
         if path is None:
             raise FileNotFoundError(f"no DeepSpeed state under {folder}/deepspeed")
+
+
+class WithoutAdapters:
+    """The KL reference under LoRA: the policy module called with its adapters switched off, which is the
+    base model exactly (B·A is left out, W is frozen), at no memory cost. Called under ``no_grad``
+    between the policy's forward and backward: peft's ``disable_adapter`` clears the adapters'
+    ``requires_grad`` and sets it back on exit, before the backward that needs it."""
+
+    def __init__(self, adapters, policy: TokenLogprobs):
+        self.adapters, self.policy = adapters, policy
+
+    def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        training = self.policy.training
+        self.policy.eval()  # as the separate reference model is: no dropout
+        try:
+            with self.adapters.disable_adapter():
+                return self.policy(*inputs)
+        finally:
+            self.policy.train(training)

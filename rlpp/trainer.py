@@ -27,6 +27,7 @@ from rlpp.distributed.groups import LearnerFailed
 from rlpp.distributed.local import init_ray
 from rlpp.distributed.runtime import Parts, build_parts
 from rlpp.evaluation import evaluate
+from rlpp.learner.lora import check_targets
 from rlpp.loop.scheduler import RolloutScheduler, TrainingStopped, step_seed
 from rlpp.metrics import MetricsSink, PhaseTimer, StartupClock
 from rlpp.progress import Progress
@@ -61,6 +62,7 @@ class Trainer:
         self.startup.mark("data")
         if parts is None:
             model_path, warmstart = prepare_model(cfg, self.dev_set, self.eval_set)
+            check_targets(cfg.model.lora, model_path, cfg.model.trust_remote_code)  # before any learner builds it
             self.startup.mark("warm_start")
             init_ray(cfg)
             self.startup.mark("ray")

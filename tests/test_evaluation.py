@@ -74,13 +74,15 @@ def test_greedy_only_asks_for_one_call():
 
 
 @pytest.mark.slow
-def test_rlpp_eval_on_a_checkpoint_written_by_rlpp_train(tmp_path, small_run):
+@pytest.mark.parametrize("extra", [[], ["model.lora.rank=8", "learner.lr=1e-2"]], ids=["full", "lora"])
+def test_rlpp_eval_on_a_checkpoint_written_by_rlpp_train(tmp_path, small_run, extra):
     """A checkpoint of `rlpp train` loads directly: its run's config gives data and engine; greedy and
     pass@k through the HF rollout actor, a table on stdout, JSON beside the checkpoint; and the trainer's
-    own evaluations carry the same metrics (same code)."""
+    own evaluations carry the same metrics (same code). A LoRA run's checkpoint too: its top holds the
+    merged weights the engines had, its adapters sit in adapter/."""
     out = tmp_path / "run"
     train = subprocess.run([sys.executable, "-m", "rlpp.cli", "train", "configs/tiny.yaml", *small_run,
-                            "trainer.steps=2", "trainer.eval_every=0", f"trainer.output_dir={out}"],
+                            "trainer.steps=2", "trainer.eval_every=0", f"trainer.output_dir={out}", *extra],
                            capture_output=True, text=True, timeout=900)
     assert train.returncode == 0, train.stderr[-3000:]
     ckpt = out / "checkpoints" / "step_000002"
@@ -95,10 +97,12 @@ def test_rlpp_eval_on_a_checkpoint_written_by_rlpp_train(tmp_path, small_run):
     logged = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if "eval/accuracy" in x]
     assert m["eval/accuracy"] == pytest.approx(logged[-1]["eval/accuracy"])  # the same greedy evaluation
     assert "eval/accuracy_ci95" in logged[-1]
+    assert (ckpt / "adapter" / "adapter_model.safetensors").is_file() == bool(extra)
 
     # The README's command right after a run: `rlpp eval RUN_DIR` takes the run folder (its final model/)
+    # (LoRA's adapters stay in the checkpoint: model/ is the merged model alone.)
     assert sorted(p.name for p in (out / "model").iterdir()) == sorted(
-        p.name for p in ckpt.iterdir() if p.name not in ("deepspeed", "buffer.pt", "trainer.json", "eval_eval.json"))
+        p.name for p in ckpt.iterdir() if p.name not in ("deepspeed", "buffer.pt", "trainer.json", "eval_eval.json", "adapter"))
     ev = subprocess.run([sys.executable, "-m", "rlpp.cli", "eval", str(out)], capture_output=True, text=True, timeout=900)
     assert ev.returncode == 0, ev.stderr[-3000:]
     run_report = json.loads((out / "model" / "eval_eval.json").read_text())

@@ -30,12 +30,16 @@ def stable(records):
     return [{k: v for k, v in r.items() if not k.startswith(VOLATILE)} for r in records]
 
 
+LORA = ["model.lora.rank=8", "model.lora.alpha=16"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["sync", "pipelined"])
-def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, small_run, mode):
-    """Pipelined (k = 2) too: a checkpoint drains the pipeline, so the resumed run replays the schedule."""
+@pytest.mark.parametrize("mode, extra", [("sync", []), ("pipelined", []), ("sync", LORA)], ids=["sync", "pipelined", "lora"])
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, small_run, mode, extra):
+    """Pipelined (k = 2) too: a checkpoint drains the pipeline, so the resumed run replays the schedule. And
+    LoRA: its checkpoint holds the adapters and their optimizer state, the frozen base is rebuilt."""
     straight, broken = tmp_path / "straight", tmp_path / "broken"
-    small_run = [*small_run, f"trainer.mode={mode}", "trainer.max_staleness=2"]
+    small_run = [*small_run, f"trainer.mode={mode}", "trainer.max_staleness=2", *extra]
     subprocess.run(command(straight, small_run), check=True, capture_output=True, timeout=900)
 
     proc = subprocess.Popen(command(broken, small_run), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -64,6 +68,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, small_run, mode
     for k in sa["arrays"]:
         np.testing.assert_array_equal(sa["arrays"][k], sb["arrays"][k])
     assert sa["rng"] == sb["rng"] and sa["counters"] == sb["counters"]
+    if extra == LORA:
+        assert (broken / "checkpoints/step_000012/adapter/adapter_model.safetensors").is_file()
     if mode == "pipelined":  # k = 2 ahead, drained at each checkpoint (every 4 steps)
         assert [r["rollout/staleness"] for r in b if "rollout/staleness" in r] == [0, 1, 2, 2] * 3
     # keep_last=2: only the two newest complete checkpoints remain.

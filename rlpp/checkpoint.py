@@ -3,7 +3,8 @@
 A checkpoint is ``<output_dir>/checkpoints/step_NNNNNN/`` holding the policy in Hugging Face format
 (``save_pretrained``) with its tokenizer, DeepSpeed's optimizer/scheduler state (``deepspeed/``), the
 buffer's full state (``buffer.pt``) and the trainer's counters and evaluation history
-(``trainer.json``). It is written under a ``.tmp`` name and renamed when complete, so a folder with
+(``trainer.json``). With ``model.lora`` the policy is the merged model and ``adapter/`` holds the adapters
+in peft's format (``rlpp.learner.lora``). It is written under a ``.tmp`` name and renamed when complete, so a folder with
 the final name is always whole; a crash mid-write leaves only a ``.tmp`` folder, never picked up.
 """
 

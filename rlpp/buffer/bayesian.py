@@ -25,15 +25,24 @@ class PosteriorSampler(UniformSampler):
     def reads_prior(cls, cfg) -> bool:
         return True
 
+    @classmethod
+    def settings(cls, cfg):
+        """This sampler's own settings group (``buffer.thompson``, ``buffer.mopps``): its candidates and its
+        flat prior's pseudo-counts."""
+        return getattr(cfg, cls.config_groups[0])
+
+    @classmethod
+    def flat_prior(cls, cfg) -> tuple[float, float]:
+        group = cls.settings(cfg)
+        return group.prior_successes, group.prior_failures
+
     def __init__(self, stats: "ProblemStats"):
         super().__init__(stats)
+        self.candidates = self.settings(stats.cfg).candidates
         n = stats.num_problems
         self.evidence_s = np.zeros(n)  # faded successes, as of ``seen_step`` (per-step fading only)
         self.evidence_f = np.zeros(n)
         self.seen_step = np.zeros(n, dtype=np.int64)
-
-    # The three things a posterior sampler decides.
-    candidates = 0
 
     def _fade(self, ids: np.ndarray, step: int) -> np.ndarray:
         """Weight the stored evidence of ``ids`` keeps at ``step``."""
@@ -92,14 +101,6 @@ class ThompsonSampler(PosteriorSampler):
 
     config_groups = ("thompson",)
 
-    def __init__(self, stats: "ProblemStats"):
-        super().__init__(stats)
-        self.candidates = stats.cfg.thompson.candidates
-
-    @classmethod
-    def flat_prior(cls, cfg) -> tuple[float, float]:
-        return cfg.thompson.prior_successes, cfg.thompson.prior_failures
-
     def _fade(self, ids: np.ndarray, step: int) -> np.ndarray:
         return self.stats.cfg.thompson.discount ** (step - self.seen_step[ids]).astype(np.float64)
 
@@ -118,14 +119,6 @@ class MoppsSampler(PosteriorSampler):
     cluster`` α₀, β₀ are the problem's cluster prior at the time of the draw."""
 
     config_groups = ("mopps",)
-
-    def __init__(self, stats: "ProblemStats"):
-        super().__init__(stats)
-        self.candidates = stats.cfg.mopps.candidates
-
-    @classmethod
-    def flat_prior(cls, cfg) -> tuple[float, float]:
-        return cfg.mopps.prior_successes, cfg.mopps.prior_failures
 
     def observe(self, ids: np.ndarray, successes: np.ndarray, group_size: int) -> None:
         lam = self.stats.cfg.mopps.decay

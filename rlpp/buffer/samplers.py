@@ -125,8 +125,7 @@ class Sampler:
         self.insert(available)
 
 
-@register_sampler("prioritized")
-class PrioritizedSampler(Sampler):
+class HeapSampler(Sampler):
     """Greedy top-B by score from a max-heap (ties: oldest last visit, then lowest id). The score is
     the priority, plus ``age_bonus`` per step since the last visit: ω + c·(step - t) orders like
     ω - c·t for every problem at once, so keys never need refreshing as steps pass.
@@ -136,8 +135,6 @@ class PrioritizedSampler(Sampler):
     problem sits in the heap pool under that very key), and the heap is rebuilt when stale entries
     outnumber live ones by ``HEAP_GROWTH``.
     """
-
-    config_groups = ("prioritized",)
 
     HEAP_GROWTH = 2
     HEAP_SLACK = 1024
@@ -164,22 +161,6 @@ class PrioritizedSampler(Sampler):
     def insert(self, ids: np.ndarray) -> None:
         self.heap.push(ids)
 
-    @classmethod
-    def flat_prior(cls, cfg) -> tuple[float, float]:
-        return cfg.prioritized.prior_successes, cfg.prioritized.prior_failures
-
-    @classmethod
-    def reads_prior(cls, cfg) -> bool:
-        return cfg.prioritized.priority == "posterior"
-
-    @classmethod
-    def form(cls, cfg) -> type["Sampler"]:
-        return cls if cfg.prioritized.selection == "greedy" else StochasticSampler
-
-    @classmethod
-    def variant(cls, cfg):
-        return cfg.prioritized
-
     def predict(self, ids: np.ndarray) -> np.ndarray:
         return self.stats.posterior_mean(ids)
 
@@ -205,27 +186,43 @@ class PrioritizedSampler(Sampler):
 
 
 @register_sampler("paper")
-class PaperSampler(PrioritizedSampler):
-    """The paper's method exactly: the buffer gives this sampler the ``PAPER`` settings (greedy, point
-    priority, park after one zero-variance group, no uniform share, no age bonus) and periodic retest."""
-
-    config_groups = ()
-
-    @classmethod
-    def reads_prior(cls, cfg) -> bool:
-        return False
-
-    @classmethod
-    def form(cls, cfg) -> type["Sampler"]:
-        return cls
-
-    @classmethod
-    def variant(cls, cfg):
-        return PAPER
+class PaperSampler(HeapSampler):
+    """The paper's method exactly: greedy top-B by the latest group's p̂(1 − p̂) (the base ``PAPER``
+    scoring: point priority, park after one zero-variance group, no uniform share, no age bonus) and a
+    periodic retest, whatever ``buffer.retest.mode`` says."""
 
     @classmethod
     def retest_mode(cls, cfg) -> str:
         return "periodic"
+
+
+class PrioritizedSettings:
+    """What ``buffer.prioritized`` sets for the two forms of the ``prioritized`` sampler (greedy heap and
+    stochastic tree): their scoring and parking rule, and their Beta prior."""
+
+    config_groups = ("prioritized",)
+
+    @classmethod
+    def flat_prior(cls, cfg) -> tuple[float, float]:
+        return cfg.prioritized.prior_successes, cfg.prioritized.prior_failures
+
+    @classmethod
+    def reads_prior(cls, cfg) -> bool:
+        return cfg.prioritized.priority == "posterior"
+
+    @classmethod
+    def variant(cls, cfg):
+        return cfg.prioritized
+
+
+@register_sampler("prioritized")
+class PrioritizedSampler(PrioritizedSettings, HeapSampler):
+    """The paper's sampler with its settings open (``buffer.prioritized``: every default is the paper's);
+    a stochastic ``selection`` serves from a sum-tree instead (``StochasticSampler``)."""
+
+    @classmethod
+    def form(cls, cfg) -> type["Sampler"]:
+        return cls if cfg.prioritized.selection == "greedy" else StochasticSampler
 
 
 @register_sampler("uniform")
@@ -325,26 +322,12 @@ class TreeSampler(Sampler):
         return np.concatenate(chosen), np.concatenate(probs), n_avail
 
 
-class StochasticSampler(TreeSampler):
+class StochasticSampler(PrioritizedSettings, TreeSampler):
     """``prioritized`` with ``selection=proportional`` (mass (ω + eps)^alpha) or ``softmax`` (mass
     exp((ω - 0.25) / temperature)); no importance weights: the point is where the compute goes, not
     an unbiased estimate of the uniform gradient."""
 
-    config_groups = ("prioritized",)
-
     serves_by_priority = True
-
-    @classmethod
-    def flat_prior(cls, cfg) -> tuple[float, float]:
-        return cfg.prioritized.prior_successes, cfg.prioritized.prior_failures
-
-    @classmethod
-    def reads_prior(cls, cfg) -> bool:
-        return cfg.prioritized.priority == "posterior"
-
-    @classmethod
-    def variant(cls, cfg):
-        return cfg.prioritized
 
     def predict(self, ids: np.ndarray) -> np.ndarray:
         return self.stats.posterior_mean(ids)

@@ -89,15 +89,19 @@ class SignalFill(GroupFilter):
     def next_draw(self, need: int, drawn: int, signal: int) -> int:
         return min(4 * need, math.ceil(need / max(signal / drawn, 0.25)))
 
+    def keep(self, result: RolloutResult, need: int, step: int, round_: int, ctx: FilterContext) -> RolloutResult:
+        """The groups of one round the step may train on (every group of the round recorded)."""
+        ctx.record(result)
+        return result.rows(result.with_signal())
+
     def finish(self, step: int, first: RolloutResult, ctx: FilterContext) -> RolloutResult:
         kept: list[RolloutResult] = []
         drawn = signal = round_ = 0
         result = first
         while True:
-            ctx.record(result)
-            rows = result.with_signal()
-            drawn, signal = drawn + len(result), signal + len(rows)
-            kept.append(result.rows(rows))
+            signal += len(result.with_signal())
+            drawn += len(result)
+            kept.append(self.keep(result, self.batch_size - sum(len(k) for k in kept), step, round_, ctx))
             have = sum(len(k) for k in kept)
             if have >= self.batch_size or len(result) == 0 or round_ + 1 >= self.rounds:
                 break
@@ -140,29 +144,16 @@ class Screen(SignalFill):
     def sampling(self, base: Sampling) -> Sampling:
         return replace(base, n=self.tc.screen_rollouts)
 
+    def keep(self, result: RolloutResult, need: int, step: int, round_: int, ctx: FilterContext) -> RolloutResult:
+        chosen = result.with_signal()[:need]
+        ctx.record(result.rows(np.setdiff1d(np.arange(len(result)), chosen)))  # the screen is all these get
+        full = ctx.complete(result.rows(chosen), step, round_, self.group_size - self.tc.screen_rollouts)
+        ctx.record(full)
+        return full
+
     def finish(self, step: int, first: RolloutResult, ctx: FilterContext) -> RolloutResult:
-        kept: list[RolloutResult] = []
-        drawn = signal = round_ = screened = 0
-        result = first
-        rest_of_group = self.group_size - self.tc.screen_rollouts
-        while True:
-            screened += len(result)
-            mixed = result.with_signal()
-            chosen = mixed[: self.batch_size - sum(len(k) for k in kept)]
-            ctx.record(result.rows(np.setdiff1d(np.arange(len(result)), chosen)))  # the screen is all these get
-            full = ctx.complete(result.rows(chosen), step, round_, rest_of_group)
-            ctx.record(full)
-            kept.append(full)
-            drawn, signal = drawn + len(result), signal + len(mixed)
-            have = sum(len(k) for k in kept)
-            if have >= self.batch_size or len(result) == 0 or round_ + 1 >= self.rounds:
-                break
-            round_ += 1
-            result = ctx.draw(step, self.next_draw(self.batch_size - have, drawn, signal), round_,
-                              self.sampling(ctx.sampling))
-        out = type(first).concat(kept)
-        out.metrics.update({"rollout/fill_rounds": float(round_ + 1), "rollout/groups_generated": float(drawn),
-                            "rollout/signal_groups": float(len(out)), "rollout/screened": float(screened)})
+        out = super().finish(step, first, ctx)
+        out.metrics["rollout/screened"] = out.metrics["rollout/groups_generated"]
         return out
 
 

@@ -30,6 +30,7 @@ from rlpp.recipes.warmstart import prepare_model
 from rlpp.reward.scorer import RewardScorer
 from rlpp.rollout.engine import Sampling
 from rlpp.rollout.hf_engine import HFEngine
+from rlpp.rollout.worker import encode_prompts
 
 
 def pass_rate_histogram(config: str, overrides: list[str], seed: int = 0) -> dict:
@@ -38,10 +39,10 @@ def pass_rate_histogram(config: str, overrides: list[str], seed: int = 0) -> dic
     train, dev, held_out = load_problems(cfg.data)
     model_path, info = prepare_model(cfg, dev, held_out)
     tok = load_tokenizer(model_path, cfg.model.trust_remote_code)
-    engine = HFEngine(model_path, seed=seed)
+    engine = HFEngine(model_path, seed=seed, dtype=cfg.model.dtype)
     g = cfg.rollout.group_size
     t0 = time.perf_counter()
-    prompts = [tok.encode(p, add_special_tokens=False) for p in train.prompts]
+    prompts = encode_prompts(tok, train.prompts, cfg.data)
     groups = engine.generate(prompts, Sampling(n=g, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
                                                max_new_tokens=cfg.rollout.max_new_tokens, seed=seed))
     texts = [tok.decode(c.token_ids, skip_special_tokens=True) for grp in groups for c in grp]

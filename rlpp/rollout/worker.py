@@ -74,6 +74,22 @@ class RolloutResult:
         )
 
 
+def encode_prompts(tokenizer, texts: list[str], data_cfg) -> list[list[int]]:
+    """Token ids of templated prompt texts as the policy sees them: wrapped in the tokenizer's chat template
+    as one user turn (after ``data.system_prompt``'s system turn, if set) with ``data.chat_template``, else
+    the text alone. One place, so training, evaluation and the benchmarks prompt alike."""
+    if not data_cfg.chat_template:
+        return [list(e) for e in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    system = [{"role": "system", "content": data_cfg.system_prompt}] if data_cfg.system_prompt else []
+    out = []
+    for text in texts:
+        enc = tokenizer.apply_chat_template([*system, {"role": "user", "content": text}], add_generation_prompt=True,
+                                            tokenize=True)
+        # transformers 5 returns a BatchEncoding (a mapping, not a dict): list() of it gives its keys
+        out.append([int(t) for t in (enc["input_ids"] if hasattr(enc, "keys") else enc)])
+    return out
+
+
 class RolloutWorker:
     def __init__(self, cfg: Config, model_path: str, problems: dict[str, ProblemSet], seed: int):
         rc = cfg.rollout
@@ -121,16 +137,7 @@ class RolloutWorker:
         cache, texts = self._prompt_cache, self.problems[split].prompts
         missing = list(dict.fromkeys(int(i) for i in ids if (split, int(i)) not in cache))
         if missing:
-            if self.cfg.data.chat_template:
-                system = [{"role": "system", "content": self.cfg.data.system_prompt}] if self.cfg.data.system_prompt else []
-                encoded = []
-                for i in missing:
-                    enc = self.tokenizer.apply_chat_template([*system, {"role": "user", "content": texts[i]}],
-                                                             add_generation_prompt=True, tokenize=True)
-                    # transformers 5 returns a BatchEncoding (a mapping, not a dict): list() of it gives its keys
-                    encoded.append([int(t) for t in (enc["input_ids"] if hasattr(enc, "keys") else enc)])
-            else:
-                encoded = self.tokenizer([texts[i] for i in missing], add_special_tokens=False)["input_ids"]
+            encoded = encode_prompts(self.tokenizer, [texts[i] for i in missing], self.cfg.data)
             cache.update(((split, i), list(e)) for i, e in zip(missing, encoded))
         return [cache[(split, int(i))] for i in ids]
 

@@ -168,7 +168,7 @@ class Trainer:
         if error:
             log.error("step %d: rollout pool not resized to %d: %s", step, wanted, error)
         else:
-            log.info("step %d: rollout pool of %d actors", step, wanted)
+            log.info("step %d: rollout pool resized to %d actors", step, wanted)
         self.control.report(len(self.rollouts.actors), step, error)
 
     def _train(self, batch, step: int) -> dict:

@@ -49,7 +49,8 @@ def test_prepare_model_leaves_model_folders_alone_and_names_a_path_that_does_not
     from rlpp.recipes.warmstart import prepare_model
 
     assert prepare_model(pretrained(tiny_model_dir), None, None) == (tiny_model_dir, {})  # not converted
-    with pytest.raises(ModelError, match=r"^model.path '/some/local/folder' does not load: "):
+    with pytest.raises(ModelError, match=r"^model.path '/some/local/folder' does not load "
+                       r"\(and there is no local folder of that name\): "):
         prepare_model(pretrained("/some/local/folder"), None, None)  # checked once in the driver
 
 

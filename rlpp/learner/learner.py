@@ -274,6 +274,16 @@ class Learner:
         optimizer = self.engine.optimizer
         if hasattr(optimizer, "zero_grad"):
             optimizer.zero_grad()
+        from deepspeed.runtime.zero.stage_1_and_2 import DeepSpeedZeroOptimizer
+
+        if isinstance(optimizer, DeepSpeedZeroOptimizer):
+            # ZeRO-1/2 adds each micro-batch's reduced gradients into buffers that zero_grad leaves alone
+            # and the next step would add to: all_grad_tensors (same dtype as the weights), or with bf16
+            # weights and fp32 accumulation an fp32 partition buffer (averaged_gradients). Release both,
+            # as DeepSpeed's own overflow branch in step() does.
+            for buffers in (optimizer.averaged_gradients, optimizer.all_grad_tensors):
+                for k in buffers:
+                    buffers[k] = None
 
     def _local_grad_norm(self) -> float:
         grads = [p.grad.detach().float() for p in self.engine.module.parameters() if p.grad is not None]

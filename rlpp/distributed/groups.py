@@ -298,6 +298,8 @@ class LearnerGroup:
         if self.cfg.algo.tis_cap > 0:
             for k in ("tis_mean", "tis_capped_frac"):
                 metrics[f"train/{k}"] = sum(o[k] for o in outs) / tokens
+        if "memory_reserved_gib" in outs[0]:  # GPU learners: the fullest rank's allocator after the step
+            metrics["train/memory_reserved_gib"] = max(o["memory_reserved_gib"] for o in outs)
         return metrics
 
     def weights(self) -> ray.ObjectRef:

@@ -83,6 +83,7 @@ class IpcRankSender:
         """Drop the exported tensors once every engine has loaded them (or failed to)."""
         self._keep = []
         torch.cuda.ipc_collect()
+        torch.cuda.empty_cache()  # ZeRO-3's copies: their blocks back before the engine's KV cache wakes
 
 
 class IpcWeightReceiver:

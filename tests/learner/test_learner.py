@@ -129,6 +129,46 @@ def test_non_finite_loss_skips_the_step_cleanly(ray_local, tiny_model_dir, tmp_p
         torch.testing.assert_close(outcomes[0][k], outcomes[1][k], atol=atol, rtol=0)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("stage, offloads", [(2, {"hp_params", "lp_grads", "optim_states"}), (3, {"lp_grads"})])
+def test_offloaded_states_come_back_for_the_next_step_and_save_from_cpu(
+        ray_local, tiny_model_dir, tmp_path, grpo_batch, stage, offloads):
+    """Colocated mode moves what only ``train`` reads off the GPU while the engine is awake
+    (``Learner.offload_states``, a no-op on CPU; the test calls its DeepSpeed half directly, which runs on
+    CPU too). The next step takes it back; that step, and a step from a checkpoint saved meanwhile, equal
+    a step that never offloaded."""
+    cfg = learner_cfg(tmp_path, f"learner.zero_stage={stage}", "model.dtype=bfloat16", "learner.micro_batch_size=3",
+                      "learner.adam_eps=1e-2", "learner.grad_clip=0")  # as the skip test: steps scale with g
+    offloaded = lambda group: ray.get(group.actors[0].__ray_call__.remote(
+        lambda self: self._offloaded and {s.value for s in self.engine.optimizer.offloaded_states}))
+    group = LearnerGroup(cfg, tiny_model_dir)
+    try:
+        group.train(grpo_batch())
+        ray.get(group.actors[0].offload_states.remote())
+        assert offloaded(group) is False  # on CPU nothing moves
+        ray.get(group.actors[0].__ray_call__.remote(lambda self: self._offload()))
+        assert offloaded(group) >= offloads
+        group.save(str(tmp_path / "ckpt"))  # from the offloaded states
+        group.train(grpo_batch())
+        assert offloaded(group) is False
+        round_trip = fp32_weights(group)
+    finally:
+        group.shutdown()
+    group = LearnerGroup(cfg, tiny_model_dir)
+    try:
+        group.train(grpo_batch())
+        group.train(grpo_batch())
+        never = fp32_weights(group)
+        group.load(str(tmp_path / "ckpt"))
+        group.train(grpo_batch())
+        from_checkpoint = fp32_weights(group)
+    finally:
+        group.shutdown()
+    for k in never:
+        torch.testing.assert_close(round_trip[k], never[k], atol=1e-5, rtol=0)
+        torch.testing.assert_close(from_checkpoint[k], never[k], atol=1e-5, rtol=0)
+
+
 def test_a_stale_build_lock_is_cleared_and_a_fresh_one_kept(tmp_path, monkeypatch):
     """A process killed during DeepSpeed's shm_comm build leaves ``lock`` behind; torch would wait on
     it forever. An old lock goes, a recent one (a build in progress) stays."""

@@ -58,6 +58,18 @@ def test_hf_engine_groups_and_logprobs(tiny_model_dir):
     assert greedy_ids(engine) == greedy_ids(engine)
 
 
+def test_hf_engine_ignores_the_models_generation_config_sampling_settings(tiny_model_dir):
+    """A chat model's generation_config.json often sets repetition_penalty, top_k, min_p (Qwen2.5-Instruct:
+    1.05, 20); generate would apply them before the log-prob recorder, so the recorded log-probs (and the
+    draw) would not be log_softmax(logits / T), the learner's. The engine passes neutral values itself."""
+    model = load_model(tiny_model_dir)
+    model.generation_config.update(repetition_penalty=3.0, top_k=2, min_p=0.5, typical_p=0.5, do_sample=True)
+    engine = create_engine("hf", None, model=model, seed=0)
+    check_groups(engine, load_model(tiny_model_dir), n=8, temperature=1.0, atol=1e-4)
+    firsts = {g[0].token_ids[0] for g in engine.generate([PROMPTS[0]] * 8, Sampling(8, 1.0, 1.0, 2))}
+    assert len(firsts) > 2  # not cut to the generation config's top 2
+
+
 def test_hf_engine_load_weights(tiny_model_dir):
     engine = create_engine("hf", tiny_model_dir, seed=0)
     before = greedy_ids(engine)

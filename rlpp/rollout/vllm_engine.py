@@ -31,6 +31,7 @@ from typing import Iterable
 import torch
 
 from rlpp.rollout.engine import Completion, Sampling, cut_at_eos, stop_token_ids
+from rlpp.sync import reset_prefix_cache
 
 
 def _seed_worker(worker, seed: int) -> None:
@@ -157,9 +158,7 @@ class VllmEngine:
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(named_tensors)})
-        # The scheduler's prefix cache outlives a reload (the model runner clears only LoRA, encoder and
-        # multimodal caches): without this, a prompt seen before reuses KV computed by the old weights.
-        self.llm.reset_prefix_cache()
+        reset_prefix_cache(self.llm)
 
     # Colocated mode: the engine gives its GPU memory to the learner while it trains.
     def sleep(self) -> None:

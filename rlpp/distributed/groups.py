@@ -333,8 +333,7 @@ def actor_env(threads: int) -> dict:
 
 
 def _rollout_gpus(cfg: Config) -> float:
-    rc = cfg.rollout
-    return rc.gpus_per_actor or (rc.vllm.tensor_parallel_size if rc.engine == "vllm" and _has_gpus() else 0)
+    return cfg.rollout.actor_gpus(_has_gpus())
 
 
 def _has_gpus() -> bool:

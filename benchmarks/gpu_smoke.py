@@ -1,8 +1,19 @@
 """GPU smoke check of the learner, the HF engine and the CUDA IPC weight hand-off, without Ray or vLLM.
 
-For a machine with one CUDA GPU where only torch, transformers, DeepSpeed and small wheels (omegaconf,
-pyyaml, numpy) are installed. Everything runs in this process (plus one spawned child for the IPC check),
-through rlpp's plain classes, never its Ray actors:
+For a machine with one CUDA GPU where only torch and transformers (>= 5.16.1) are installed. The stages
+also need omegaconf (rlpp's config) and DeepSpeed (the learner), without any compiled DeepSpeed op (torch's
+AdamW, no fused kernels); ``--install`` gets both from the package index first:
+
+    python benchmarks/gpu_smoke.py --install
+    # = pip install 'omegaconf>=2.3' && DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed==0.19.8
+    #   (--no-build-isolation: built against the torch already there, not a fresh download), then the run
+
+Without ``--install`` the run starts by checking these and, when one is missing, prints exactly which and
+the line above, and stops (exit code 2). Nothing here imports Ray, vLLM or datasets
+(``tests/test_gpu_smoke.py`` runs the CPU mode with only the packages named above importable).
+
+Everything runs in this process (plus one spawned child for the IPC check), through rlpp's plain
+classes, never its Ray actors:
 
 1. ``model``: a randomly initialised Qwen2 of Qwen2.5-0.5B's shape (bf16), saved to a temporary folder
    with a ``generation_config.json`` (eos 151645 and 151643); no hub access, no tokenizer.
@@ -20,9 +31,10 @@ through rlpp's plain classes, never its Ray actors:
 
 Every stage is wrapped: a failure is printed with its traceback and the later stages still run where
 they can. A JSON summary goes to ``--out`` (default ``$OUT/gpu_smoke.json`` when ``OUT`` is set, else
-``./gpu_smoke.json``). The exit code is 0 only when every stage ran and the IPC checksums matched.
+``./gpu_smoke.json``). The exit code is 0 only when every stage ran and the IPC checksums matched (2
+when a requirement is missing).
 
-Run: ``python benchmarks/gpu_smoke.py`` on the GPU machine (about 3-5 minutes on one H200);
+Run: ``python benchmarks/gpu_smoke.py --install`` on the GPU machine (about 3-5 minutes on one H200);
 ``python benchmarks/gpu_smoke.py --device cpu --model-shape tiny`` is a quick CPU pass over the same
 code paths (fp32, ZeRO-0 over gloo, small sizes; the IPC stage is skipped, its child process, loading
 and checksum comparison are exercised with shared-memory CPU tensors instead).
@@ -45,7 +57,10 @@ import traceback
 from pathlib import Path
 from types import SimpleNamespace
 
-import torch
+try:
+    import torch
+except ImportError:  # reported by missing_requirements() before any stage runs
+    torch = None
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # rlpp need not be pip-installed on the GPU machine
@@ -53,6 +68,18 @@ if str(ROOT) not in sys.path:  # rlpp need not be pip-installed on the GPU machi
 
 GIB = 2**30
 GPU_80GB = 80 * GIB
+
+MIN_TRANSFORMERS = "5.16.1"  # as pyproject.toml: Qwen2Config(rope_parameters=...), from_pretrained(dtype=...)
+DEEPSPEED = "0.19.8"  # the version rlpp is tested with
+INSTALL = {
+    # module: (pip install arguments, environment) that --install uses when it is missing. No DeepSpeed op is
+    # built or JIT-compiled on this path (torch_adam: true; ZeRO-2 flattens with torch's own functions).
+    "omegaconf": (["omegaconf>=2.3"], {}),
+    "deepspeed": (["--no-build-isolation", f"deepspeed=={DEEPSPEED}"], {"DS_BUILD_OPS": "0"}),
+}
+NEEDED = ("torch", "transformers", "numpy", "yaml", "omegaconf", "deepspeed")
+"""Every module outside the standard library and rlpp that the stages import themselves (the packages'
+own dependencies come with them)."""
 
 SHAPES = {
     # Qwen2.5-0.5B's config.json, random weights.
@@ -452,6 +479,67 @@ def stage_engine(args, ctx) -> dict:
     return out
 
 
+# ---------------------------------------------------------------------------------------- requirements
+def missing_requirements() -> dict[str, str]:
+    """{module: why it cannot be used} for each of ``NEEDED`` that does not import (or is too old)."""
+    import importlib
+
+    missing = {}
+    for name in NEEDED:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as e:
+            missing[name] = "not installed" if e.name == name else f"does not import: {e}"
+            continue
+        except Exception as e:  # noqa: BLE001 - a broken install is reported like a missing one
+            missing[name] = f"does not import: {type(e).__name__}: {e}"
+            continue
+        if name == "transformers":
+            from packaging.version import Version
+
+            if Version(module.__version__) < Version(MIN_TRANSFORMERS):
+                missing[name] = f"version {module.__version__}, need >= {MIN_TRANSFORMERS}"
+    return missing
+
+
+def install_command(modules) -> str:
+    """The shell line that installs ``modules`` (those of them ``INSTALL`` knows) from the package index."""
+    parts = []
+    for name in modules:
+        if name in INSTALL:
+            pip_args, env = INSTALL[name]
+            prefix = "".join(f"{k}={v} " for k, v in env.items())
+            parts.append(prefix + "pip install " + " ".join(f"'{a}'" if ">" in a else a for a in pip_args))
+    return " && ".join(parts)
+
+
+def install(modules, wheels: str | None) -> None:
+    """pip-install ``modules`` (those ``INSTALL`` knows) into this interpreter, from the configured index or
+    only from the folder ``wheels``."""
+    import subprocess
+
+    for name in modules:
+        if name not in INSTALL:
+            continue
+        pip_args, env = INSTALL[name]
+        source = ["--no-index", "--find-links", wheels] if wheels else []
+        command = [sys.executable, "-m", "pip", "install", *source, *pip_args]
+        print(f"gpu_smoke: installing {name}: {''.join(f'{k}={v} ' for k, v in env.items())}{' '.join(command)}",
+              flush=True)
+        subprocess.run(command, check=True, env={**os.environ, **env})
+
+
+def report_missing(missing: dict[str, str]) -> str:
+    lines = ["the stages need what is missing here:", *(f"  {name}: {why}" for name, why in missing.items())]
+    installable = [m for m in missing if m in INSTALL]
+    if installable:
+        lines += ["install from the package index with:", f"  {install_command(installable)}",
+                  "or run: python benchmarks/gpu_smoke.py --install"]
+    if set(missing) - set(INSTALL):
+        lines.append(f"torch (its CUDA build) and transformers>={MIN_TRANSFORMERS} must be installed first")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------- driver
 def run_stage(name: str, fn, args, ctx, summary: dict) -> None:
     """Run one stage; record ``ok``, ``skipped: why`` or ``failed`` (with traceback) and its figures."""
@@ -498,6 +586,10 @@ def write_summary(path: str, summary: dict) -> None:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--install", action="store_true",
+                   help="first pip-install what is missing of omegaconf and DeepSpeed (DS_BUILD_OPS=0, "
+                        "--no-build-isolation), from the package index")
+    p.add_argument("--wheels", metavar="DIR", help="with --install: only from this folder of wheels (no index)")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="cuda (default) or the quick cpu mode")
     p.add_argument("--model-shape", choices=sorted(SHAPES), help="default: qwen2.5-0.5b on cuda, tiny on cpu")
     p.add_argument("--dtype", choices=("bfloat16", "float32"), help="default: bfloat16 on cuda, float32 on cpu")
@@ -542,6 +634,16 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+    missing = missing_requirements()
+    if args.install and set(missing) & set(INSTALL):
+        install([m for m in missing if m in INSTALL], args.wheels)
+        missing = missing_requirements()
+    if missing:
+        problem = report_missing(missing)
+        write_summary(args.out, {"args": vars(args), "stages": {}, "ok": False, "missing": missing,
+                                 "problems": [problem]})
+        print(f"gpu_smoke: FAILED: {problem}", file=sys.stderr, flush=True)
+        return 2
     cuda = args.device == "cuda"
     if cuda and not torch.cuda.is_available():
         problem = "--device cuda but torch sees no CUDA GPU (use --device cpu for the quick mode)"

@@ -2,16 +2,16 @@
 # A Ray cluster on a Slurm allocation, then `rlpp train` submitted to it as a Ray job. From the
 # repository root, with the environment that has rlpp's dependencies active (sbatch passes it on):
 #   sbatch launch/slurm.sh [CONFIG] [key=value ...]        (CONFIG: configs/qwen2.5-math-1.5b.yaml)
-#   sbatch --nodes=1 --gpus-per-node=3 launch/slurm.sh    (the default config needs 3 GPUs; flags
-#                                                          given to sbatch override the lines below)
+#   sbatch --nodes=3 --gpus-per-node=8 launch/slurm.sh CONFIG   (the lines below fit the default config,
+#                                                          3 GPUs on one node; sbatch's flags override them)
 # The repository and the environment must be on storage every node sees; the run folder defaults to
 # $SLURM_SUBMIT_DIR/runs/<config name> (pass trainer.output_dir=/shared/path to choose another).
 # Token auth (Ray 2.60): export RAY_AUTH_MODE=token (or =disabled) before sbatch; with it unset and a
 # token in ~/.ray/auth_token, the head would demand a token that workers and the job client don't send.
 #SBATCH --job-name=rlpp
-#SBATCH --nodes=3
+#SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1
-#SBATCH --gpus-per-node=8
+#SBATCH --gpus-per-node=3
 #SBATCH --exclusive
 #SBATCH --time=24:00:00
 #SBATCH --output=%x-%j.out

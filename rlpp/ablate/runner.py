@@ -87,16 +87,14 @@ def run_ablation(spec: AblationSpec) -> int:
     return 1 if failed else 0
 
 
-def gpus_needed(cfg) -> int:
-    """Whole GPUs one run's actors take (colocated rollout actors share the learner's)."""
+def gpus_needed(cfg, machine_has_gpus: bool) -> int:
+    """Whole GPUs one run's actors take on a machine with or without GPUs (colocated rollout actors share
+    the learner's)."""
     import math
 
     lc, rc = cfg.learner, cfg.rollout
     learner = lc.num_actors * lc.gpus_per_actor
-    rollout = 0.0
-    if not rc.colocate:
-        per_actor = rc.gpus_per_actor or (rc.vllm.tensor_parallel_size if rc.engine == "vllm" and learner else 0)
-        rollout = rc.num_actors * per_actor
+    rollout = 0 if rc.colocate else rc.num_actors * rc.actor_gpus(machine_has_gpus)
     return math.ceil(learner + rollout - 1e-9)
 
 
@@ -118,10 +116,12 @@ def gpu_slots(configs, parallel: int, gpus: list[str] | None = None) -> list[lis
     run, so that ``parallel`` runs never place actors on the same GPUs; None when nothing needs them
     (CPU runs, one run at a time, or runs inside a Ray job, where Ray itself shares the cluster out).
     Raises ``SpecError`` when the machine cannot hold ``parallel`` runs at once."""
-    need = max((gpus_needed(c) for c in configs), default=0)
-    if need == 0 or parallel == 1 or os.environ.get("RAY_ADDRESS") or any(c.ray.address for c in configs):
+    if parallel == 1 or os.environ.get("RAY_ADDRESS") or any(c.ray.address for c in configs):
         return None
     gpus = visible_gpus() if gpus is None else gpus
+    need = max((gpus_needed(c, bool(gpus)) for c in configs), default=0)
+    if need == 0:
+        return None
     if need * parallel > len(gpus):
         raise SpecError(f"parallel={parallel} runs of {need} GPU(s) each need {need * parallel} GPUs; this machine "
                         f"has {len(gpus)} ({','.join(gpus) or 'none'}). Lower parallel, or run the ablation "

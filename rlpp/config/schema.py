@@ -241,6 +241,16 @@ class DataConfig:
             yield "system_prompt", "needs data.chat_template=true (a system turn exists only in a chat template)"
 
 
+COLOCATED_GPU_MEMORY_UTILIZATION = 0.5
+"""The largest ``rollout.vllm.gpu_memory_utilization`` colocated mode accepts on a GPU. vLLM reserves that
+share when it starts, before the learner rank beside it exists, and takes all of it back at every wake;
+the learner keeps the rest while the engine is awake: its weights and DeepSpeed buffers from start-up
+on, and its optimizer state too at start-up and on resume (about 16 bytes per parameter in all, 23 GiB
+for a 1.5B model) and under ZeRO-3 or ZeRO-1 + bf16, whose optimizers cannot offload (see
+``Learner.offload_states``). Half the GPU each is a rule for models up to a few billion parameters on
+an 80 GB GPU, not a guarantee: a larger model needs a smaller share."""
+
+
 @dataclass(frozen=True)
 class VllmConfig:
     """vLLM engine settings (``rollout.engine=vllm``)."""
@@ -248,7 +258,8 @@ class VllmConfig:
     tensor_parallel_size: int = 1
     """GPUs one engine spans; a rollout actor then needs that many GPUs."""
     gpu_memory_utilization: float = 0.5
-    """Share of each GPU's memory vLLM may take (weights + KV cache)."""
+    """Share of each GPU's memory vLLM may take (weights + KV cache); at most
+    ``COLOCATED_GPU_MEMORY_UTILIZATION`` with ``rollout.colocate`` on GPUs."""
     enforce_eager: bool = True
     """Skip CUDA graph capture (faster start, slower decode)."""
     max_model_len: int = 0
@@ -299,6 +310,14 @@ class RolloutConfig:
     """A weight sync (or a colocated sleep/wake) still unfinished after this long stops the run, naming
     the actors it waited on (they are killed so none stays blocked in a collective)."""
     vllm: VllmConfig = field(default_factory=VllmConfig)
+
+    def actor_gpus(self, cluster_has_gpus: bool) -> float:
+        """GPUs Ray reserves per rollout actor (not colocated): ``gpus_per_actor``, or with 0 a vLLM
+        engine's ``vllm.tensor_parallel_size`` wherever the cluster has GPUs (vLLM then runs on them,
+        whatever the learner does); read by the actor groups and by ``rlpp ablate``'s GPU slots alike."""
+        if self.gpus_per_actor:
+            return self.gpus_per_actor
+        return self.vllm.tensor_parallel_size if self.engine == "vllm" and cluster_has_gpus else 0
 
     def _problems(self) -> Problems:
         from rlpp.rollout.factory import ENGINES  # the registry is the only list of engine names
@@ -732,13 +751,21 @@ class Config:
             if lc.gpus_per_actor not in (0, 1):
                 yield "learner.gpus_per_actor", (f"must be 0 or 1 with rollout.colocate=true (each learner rank owns "
                                                  f"the GPU it shares), got {lc.gpus_per_actor!r}")
-        elif self.weight_sync == "nccl":
-            shared = [k for k, g in (("learner.gpus_per_actor", lc.gpus_per_actor),
-                                     ("rollout.gpus_per_actor", ro.gpus_per_actor)) if 0 < g < 1]
-            if shared:
-                yield shared[0], ("must be a whole number of GPUs with the nccl weight sync: a fraction lets Ray put "
-                                  "two ranks of the transfer group on one GPU, which NCCL refuses; share GPUs with "
-                                  "rollout.colocate=true instead")
+            share = ro.vllm.gpu_memory_utilization
+            if ro.engine == "vllm" and lc.gpus_per_actor > 0 and share > COLOCATED_GPU_MEMORY_UTILIZATION:
+                yield "rollout.vllm.gpu_memory_utilization", (
+                    f"must be <= {COLOCATED_GPU_MEMORY_UTILIZATION} with rollout.colocate=true on a GPU "
+                    f"(learner.gpus_per_actor=1), got {share}: vLLM reserves this share before the learner rank "
+                    "starts beside it and takes it all back at every wake, and the learner needs the rest while "
+                    "the engine is awake (its weights, and at start-up or on resume its optimizer state: ~16 bytes "
+                    "per parameter); lower it further for models above a few billion parameters")
+        else:
+            for key, gpus in (("learner.gpus_per_actor", lc.gpus_per_actor), ("rollout.gpus_per_actor", ro.gpus_per_actor)):
+                if gpus != int(gpus):
+                    yield key, (f"must be a whole number of GPUs unless rollout.colocate=true, got {gpus!r}: a fraction "
+                                "lets Ray put two actors on one GPU, where two ranks of one NCCL group fail and a vLLM "
+                                "engine sizes its KV cache from memory the other process is still taking (its start-up "
+                                "check can fail); share GPUs with rollout.colocate=true instead")
         if self.model.lora.enabled and lc.zero_stage == 3:
             yield "learner.zero_stage", ("must be <= 2 with model.lora.rank > 0: ZeRO-3 would shard each adapted layer "
                                          "apart from its adapters, which merging needs together; with LoRA the "

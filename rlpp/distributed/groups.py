@@ -298,6 +298,8 @@ class LearnerGroup:
         if self.cfg.algo.tis_cap > 0:
             for k in ("tis_mean", "tis_capped_frac"):
                 metrics[f"train/{k}"] = sum(o[k] for o in outs) / tokens
+        if "memory_reserved_gib" in outs[0]:  # GPU learners: the fullest rank's allocator after the step
+            metrics["train/memory_reserved_gib"] = max(o["memory_reserved_gib"] for o in outs)
         return metrics
 
     def weights(self) -> ray.ObjectRef:
@@ -331,8 +333,7 @@ def actor_env(threads: int) -> dict:
 
 
 def _rollout_gpus(cfg: Config) -> float:
-    rc = cfg.rollout
-    return rc.gpus_per_actor or (rc.vllm.tensor_parallel_size if rc.engine == "vllm" and _has_gpus() else 0)
+    return cfg.rollout.actor_gpus(_has_gpus())
 
 
 def _has_gpus() -> bool:

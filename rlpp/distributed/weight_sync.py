@@ -8,8 +8,9 @@ The loop sees ``sync``, ``push``/``wait_pushed``, ``release_memory``, ``restarta
 chained) and its subclass ``SyncTimeout``; never ``ray.exceptions``.
 
 With ``rollout.colocate`` the engines also give their memory to the learner, whatever the transport:
-``release_memory`` puts them to sleep before training, and a sync wakes their weights, loads the new
-ones, then wakes the KV cache. Every wait of a sync is bounded by ``rollout.sync_timeout_s``: a side that
+``release_memory`` puts them to sleep before training, and a sync first has every learner rank give
+back what the step left (``Learner.offload_states``: optimizer state to CPU, cached blocks freed), then
+wakes the engines' weights, loads the new ones, then wakes the KV cache. Every wait of a sync is bounded by ``rollout.sync_timeout_s``: a side that
 never finishes (a dead actor, a peer stuck in a collective) stops the run with ``SyncTimeout`` naming the
 actors still pending, and those actors are killed so nothing stays blocked in NCCL.
 """
@@ -121,7 +122,10 @@ class WeightSync:
         """Bring every rollout actor to the learner's weights, which are policy version ``version`` (each
         actor reports it with every batch it generates). Blocks; raises ``SyncFailed``/``SyncTimeout``."""
         self._pending = []  # superseded: this sync's calls run after them on each actor (see push)
-        if self.colocate:  # weights memory back first: the sync writes into it
+        if self.colocate:
+            # The engine re-maps the whole share it sized at start-up: the learner's step peak must be gone
+            # first. Then the weights' memory, which the sync writes into.
+            wait_all(self._learner_calls("offload_states"), self.timeout_s, "offloading the learner's states")
             wait_all(self._rollout_calls("wake_up", ["weights"]), self.timeout_s, "waking the rollout engines' weights")
         self._transfer(version)
         if self.colocate:

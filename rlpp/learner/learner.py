@@ -132,6 +132,7 @@ class Learner:
             model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
             config=deepspeed_config(cfg, world_size),
         )
+        self._offloaded = False  # see offload_states
         self.ref = None
         if cfg.algo.kl_coef > 0 and self.adapters is not None:
             self.ref = WithoutAdapters(self.adapters, self.engine.module)
@@ -182,6 +183,7 @@ class Learner:
         and optimizer state untouched) and is reported as ``skipped``; the trainer decides when to stop.
         """
         engine, algo = self.engine, self.cfg.algo
+        self._reload_states()
         engine.train()
         sums = {"loss": 0.0, "pg_loss": 0.0, "clip_frac": 0.0, "clip_frac_low": 0.0, "clip_frac_high": 0.0,
                 "ratio_mean": 0.0, "kl": 0.0, "logprob_diff": 0.0, "entropy": 0.0, "tis_mean": 0.0, "tis_capped_frac": 0.0}
@@ -230,7 +232,7 @@ class Learner:
         if skipped:
             self._drop_gradients()
             return {**{k: 0.0 for k in sums}, "tokens": 0, "lr": float(engine.get_lr()[0]),
-                    "grad_norm": float("nan"), "skipped": True}
+                    "grad_norm": float("nan"), "skipped": True, **self._memory_metrics()}
         local_norm = self._local_grad_norm() if self.cfg.learner.zero_stage == 0 else None
         engine.step()
         # ZeRO optimizers report the global norm; without ZeRO DeepSpeed clips but keeps the norm to
@@ -240,8 +242,15 @@ class Learner:
         # Sums over this rank's tokens; the group adds ranks up and divides by the step's token count.
         return {
             **sums, "tokens": tokens, "lr": float(engine.get_lr()[0]), "skipped": False,
-            "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+            "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"), **self._memory_metrics(),
         }
+
+    def _memory_metrics(self) -> dict[str, float]:
+        """On CUDA, what torch's caching allocator holds after a step: the learner's peak, which colocated
+        mode must give back before the engine wakes (``offload_states``)."""
+        if self.device.type != "cuda":
+            return {}
+        return {"memory_reserved_gib": torch.cuda.memory_reserved(self.device) / 2**30}
 
     @torch.no_grad()
     def logprobs(self, micro_batches: list[TrainBatch | None]) -> list[torch.Tensor | None]:
@@ -274,6 +283,58 @@ class Learner:
         optimizer = self.engine.optimizer
         if hasattr(optimizer, "zero_grad"):
             optimizer.zero_grad()
+        from deepspeed.runtime.zero.stage_1_and_2 import DeepSpeedZeroOptimizer
+
+        if isinstance(optimizer, DeepSpeedZeroOptimizer):
+            # ZeRO-1/2 adds each micro-batch's reduced gradients into buffers that zero_grad leaves alone
+            # and the next step would add to: all_grad_tensors (same dtype as the weights), or with bf16
+            # weights and fp32 accumulation an fp32 partition buffer (averaged_gradients). Release both,
+            # as DeepSpeed's own overflow branch in step() does.
+            for buffers in (optimizer.averaged_gradients, optimizer.all_grad_tensors):
+                for k in buffers:
+                    buffers[k] = None
+
+    # ------------------------------------------------------------------ colocated memory
+    def offload_states(self) -> None:
+        """Colocated mode, before the engine on this GPU wakes (``rlpp.distributed.weight_sync``): move the
+        states only ``train`` reads to CPU and return the step's cached blocks to the driver. vLLM sized its
+        KV cache at start-up, before this learner existed, and takes all of it back on every wake, while
+        torch's allocator would otherwise keep the step's peak (activations, logits chunks, reduction
+        buckets) reserved. The bf16/fp32 weights stay: the weight sync and ``logprobs`` read them.
+        ``train`` moves the states back. A no-op on CPU."""
+        if self.device.type != "cuda":
+            return
+        self._offload()
+        torch.cuda.empty_cache()
+        log.info("learner rank %d: %.2f GiB reserved with the engine awake (%.2f GiB allocated)", self.rank,
+                 torch.cuda.memory_reserved(self.device) / 2**30, torch.cuda.memory_allocated(self.device) / 2**30)
+
+    def _offload(self) -> None:
+        include = self._offloadable()
+        if include and not self._offloaded:
+            self.engine.offload_states(include=include)
+            self._offloaded = True
+
+    def _reload_states(self) -> None:
+        if self._offloaded:
+            self.engine.reload_states()
+            self._offloaded = False
+
+    def _offloadable(self) -> list:
+        """What DeepSpeed can move off this engine's device (``engine.offload_states``): ZeRO-1/2 its fp32
+        master weights, Adam moments and gradient partitions; ZeRO-3 only its gradient buffers (its master
+        weights and moments only under FusedAdam, which rlpp does not build); ZeRO-0's torch optimizer and
+        ZeRO-1 + bf16's BF16_Optimizer nothing. Those keep their states on the GPU, partitioned over ranks."""
+        from deepspeed.runtime.zero.offload_config import OffloadStateTypeEnum as State
+        from deepspeed.runtime.zero.stage3 import DeepSpeedZeroOptimizer_Stage3
+        from deepspeed.runtime.zero.stage_1_and_2 import DeepSpeedZeroOptimizer
+
+        optimizer = self.engine.optimizer
+        if isinstance(optimizer, DeepSpeedZeroOptimizer):
+            return [State.optim_states, State.hp_params, State.lp_grads]
+        if isinstance(optimizer, DeepSpeedZeroOptimizer_Stage3):
+            return [State.lp_grads, State.contiguous_grad_buffer]
+        return []
 
     def _local_grad_norm(self) -> float:
         grads = [p.grad.detach().float() for p in self.engine.module.parameters() if p.grad is not None]
@@ -351,7 +412,8 @@ class Learner:
         """HF weights (``save_pretrained``, rank 0) plus DeepSpeed optimizer/scheduler state (all ranks).
         With LoRA the HF weights are the merged ones (what ``rlpp eval`` reads), the adapters go to
         ``adapter/`` in peft's format, and DeepSpeed's state holds the adapters and their optimizer state
-        alone: the frozen base is rebuilt from ``model.path`` on resume, not stored again."""
+        alone: the frozen base is rebuilt from ``model.path`` on resume, not stored again. Offloaded states
+        (``offload_states``) are saved from CPU where they are."""
         weights = self.named_weights()
         if self.rank == 0:
             self.engine.module.policy.save_pretrained(folder, state_dict=weights)
@@ -361,6 +423,7 @@ class Learner:
                                     exclude_frozen_parameters=self.adapters is not None)
 
     def load(self, folder: str) -> None:
+        self._reload_states()  # load_checkpoint writes into the optimizer's buffers on the device
         custom = lora.load_adapter_state if self.adapters is not None else None
         path, _ = self.engine.load_checkpoint(str(Path(folder) / "deepspeed"), tag="state", custom_load_fn=custom)
         if path is None:

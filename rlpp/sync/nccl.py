@@ -69,6 +69,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from rlpp.sync import reset_prefix_cache
+
 if TYPE_CHECKING:
     import torch
     from vllm import LLM
@@ -227,10 +229,7 @@ class NcclWeightReceiver:
         llm.start_weight_update()
         llm.update_weights({"update_info": metadata.update_info()})
         llm.finish_weight_update(version)
-        # finish_weight_update invalidates no cache (gpu_worker.py:1587-1604): KV blocks computed
-        # with the old weights would otherwise be reused for repeated prompt prefixes.
-        if not llm.reset_prefix_cache():
-            raise RuntimeError("prefix cache not reset after a weight sync: requests still hold blocks")
+        reset_prefix_cache(llm)  # finish_weight_update invalidates no cache (gpu_worker.py:1587-1604)
 
     def close(self) -> None:
         """Leave the transfer group (``gpu_worker.py:1498-1505``); the engine keeps serving."""

@@ -78,16 +78,22 @@ def test_parallel_gpu_runs_get_disjoint_devices(tmp_path, monkeypatch):
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     gpu = load_config("configs/qwen2.5-math-1.5b.yaml", [f"trainer.output_dir={tmp_path}"])  # 1 learner + 2 rollout GPUs
-    assert runner.gpus_needed(gpu) == 3
+    assert runner.gpus_needed(gpu, True) == 3
     assert runner.gpu_slots([gpu], 2, [str(i) for i in range(8)]) == [["0", "1", "2"], ["3", "4", "5"]]
     with pytest.raises(SpecError, match="parallel=3 runs of 3 GPU.s. each need 9 GPUs; this machine has 8"):
         runner.gpu_slots([gpu], 3, [str(i) for i in range(8)])
     assert runner.gpu_slots([gpu], 1, ["0", "1", "2"]) is None  # one at a time: nothing to share out
     cpu = load_config(None, [f"trainer.output_dir={tmp_path}"])
-    assert runner.gpus_needed(cpu) == 0 and runner.gpu_slots([cpu], 4, []) is None
+    assert runner.gpus_needed(cpu, True) == 0 and runner.gpu_slots([cpu], 4, []) is None
+    # A CPU learner with vLLM rollouts: on a GPU machine the actor groups give each engine its GPU (the
+    # cluster has GPUs), so its runs need slots too; on a CPU machine they run on CPU.
+    cpu_learner = load_config(None, ["rollout.engine=vllm", "rollout.num_actors=2", f"trainer.output_dir={tmp_path}"])
+    assert runner.gpus_needed(cpu_learner, True) == 2 and runner.gpus_needed(cpu_learner, False) == 0
+    assert runner.gpu_slots([cpu_learner], 2, [str(i) for i in range(4)]) == [["0", "1"], ["2", "3"]]
+    assert runner.gpu_slots([cpu_learner], 2, []) is None
     colocated = load_config(None, ["rollout.colocate=true", "rollout.engine=vllm", "learner.gpus_per_actor=1",
                                    "learner.zero_stage=1", f"trainer.output_dir={tmp_path}"])
-    assert runner.gpus_needed(colocated) == 1
+    assert runner.gpus_needed(colocated, True) == 1
     monkeypatch.setenv("RAY_ADDRESS", "http://head:8265")  # inside a Ray job, Ray shares the cluster out
     assert runner.gpu_slots([gpu], 4, []) is None
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")

@@ -118,7 +118,16 @@ def test_cross_group_check_names_both_keys():
     (["rollout.weight_sync=ipc", "rollout.engine=vllm", "learner.gpus_per_actor=1", "learner.zero_stage=1"],
      "rollout.weight_sync ipc needs rollout.colocate=true"),
     (["rollout.engine=vllm", "learner.gpus_per_actor=0.5", "rollout.gpus_per_actor=1"],
-     "learner.gpus_per_actor must be a whole number of GPUs with the nccl weight sync"),
+     "learner.gpus_per_actor must be a whole number of GPUs unless rollout.colocate=true, got 0.5"),
+    # Not only NCCL's problem: two vLLM engines (or an engine and a learner) would share a GPU unmanaged.
+    (["rollout.engine=vllm", "rollout.weight_sync=object_store", "rollout.gpus_per_actor=0.5"],
+     "rollout.gpus_per_actor must be a whole number of GPUs unless rollout.colocate=true, got 0.5"),
+    (["rollout.engine=vllm", "learner.gpus_per_actor=1.5", "learner.zero_stage=1", "rollout.weight_sync=object_store"],
+     "learner.gpus_per_actor must be a whole number of GPUs unless rollout.colocate=true, got 1.5"),
+    # vLLM's share is fixed before the learner starts beside it: the config file's 0.85 leaves it no room.
+    (["rollout.colocate=true", "rollout.engine=vllm", "learner.gpus_per_actor=1", "learner.zero_stage=2",
+      "rollout.vllm.gpu_memory_utilization=0.85"],
+     "rollout.vllm.gpu_memory_utilization must be <= 0.5 with rollout.colocate=true on a GPU"),
     (["rollout.sync_timeout_s=0"], "rollout.sync_timeout_s must be in (0.0, 86400.0]"),
     (["data.answer_from=last"], "data.answer_from must be one of ['field', 'boxed']"),
     (["trainer.fill=signal", "buffer.sampler=dapo_filter"], "trainer.fill must be off with buffer.sampler=dapo_filter"),
@@ -156,6 +165,16 @@ def test_weight_sync_auto_resolution():
     assert load_config(None, gpu).weight_sync == "nccl"
     assert load_config(None, [*gpu, "rollout.colocate=true"]).weight_sync == "ipc"
     assert load_config(None, ["rollout.colocate=true"]).weight_sync == "object_store"  # CPU: nothing to share
+
+
+def test_colocated_gpu_memory_share_is_capped_only_where_vllm_shares_a_gpu():
+    gpu = ["rollout.engine=vllm", "learner.gpus_per_actor=1", "learner.zero_stage=2"]
+    load_config(None, [*gpu, "rollout.colocate=true", "rollout.vllm.gpu_memory_utilization=0.5"])
+    load_config(None, [*gpu, "rollout.vllm.gpu_memory_utilization=0.9"])  # the engine has its own GPU
+    load_config(None, ["rollout.engine=vllm", "rollout.colocate=true", "rollout.vllm.gpu_memory_utilization=0.9"])  # CPU
+    # The shipped GPU config with the README's one-GPU overrides passes.
+    load_config("configs/qwen2.5-math-1.5b.yaml", ["rollout.colocate=true", "rollout.num_actors=1",
+                                                   "rollout.gpus_per_actor=0", "rollout.vllm.gpu_memory_utilization=0.5"])
 
 
 def test_actors_start_with_nccl_settings_for_isolated_gpus(monkeypatch):

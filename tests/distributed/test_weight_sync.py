@@ -92,6 +92,9 @@ class Recorder:
         self._record("named_weights")
         return {"w": 1}
 
+    def offload_states(self):
+        self._record("offload_states")
+
 
 def fake_sync(cfg, learners, rollouts) -> WeightSync:
     def weights():  # as LearnerGroup.weights: every rank takes part, rank 0's result stays in the store
@@ -127,15 +130,16 @@ def test_a_failed_side_stops_the_other_instead_of_leaving_it_blocked(ray_local):
 
 
 def test_colocated_object_store_sync_order(ray_local, tmp_path):
-    """Colocated: engines sleep before training; a sync wakes their weights, loads, then wakes the KV cache."""
+    """Colocated: engines sleep before training; a sync has the learner give its memory back, then wakes
+    the engines' weights, loads, then wakes the KV cache."""
     cfg = load_config(None, ["rollout.colocate=true", f"trainer.output_dir={tmp_path}"])
     learner, r0 = Recorder.remote("learner"), Recorder.remote("rollout")
     sync = fake_sync(cfg, [learner], [r0])
     sync.release_memory()
     sync.sync(1)
     assert [e[:2] for e in timeline(learner, r0)] == [
-        ("rollout", "sleep"), ("rollout", "wake_up"), ("learner", "named_weights"), ("rollout", "load_weights"),
-        ("rollout", "wake_up")]
+        ("rollout", "sleep"), ("learner", "offload_states"), ("rollout", "wake_up"), ("learner", "named_weights"),
+        ("rollout", "load_weights"), ("rollout", "wake_up")]
     assert [e[2] for e in timeline(r0) if e[1] == "wake_up"] == [(("weights",),), (("kv_cache",),)]
 
 
@@ -207,7 +211,8 @@ def test_nccl_sync_joins_once_then_broadcasts_and_records_the_version(ray_local,
 
 
 def test_colocation_wraps_every_transport_the_same_way(ray_local, tmp_path):
-    """IPC, colocated: wake the weights, load, wake the KV cache, then record the version; push syncs."""
+    """IPC, colocated: the learner offloads, wake the weights, load, wake the KV cache, then record the
+    version; push syncs."""
     cfg = load_config(None, [*GPU_VLLM, "rollout.colocate=true", f"trainer.output_dir={tmp_path}"])
     learner, engine = Recorder.remote("gpu0"), Recorder.remote("engine0")
     sync = fake_sync(cfg, [learner], [engine])
@@ -215,8 +220,8 @@ def test_colocation_wraps_every_transport_the_same_way(ray_local, tmp_path):
     sync.release_memory()
     sync.push(2)
     assert [e[:2] for e in timeline(learner, engine)] == [
-        ("engine0", "sleep"), ("engine0", "wake_up"), ("gpu0", "ipc_export"), ("engine0", "sync_receive_ipc"),
-        ("gpu0", "ipc_release"), ("engine0", "wake_up"), ("engine0", "set_policy_version")]
+        ("engine0", "sleep"), ("gpu0", "offload_states"), ("engine0", "wake_up"), ("gpu0", "ipc_export"),
+        ("engine0", "sync_receive_ipc"), ("gpu0", "ipc_release"), ("engine0", "wake_up"), ("engine0", "set_policy_version")]
     assert timeline(engine)[-1] == ("engine0", "set_policy_version", (2,))
 
 

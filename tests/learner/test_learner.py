@@ -76,34 +76,97 @@ def test_two_data_parallel_ranks_match_one(ray_local, tiny_model_dir, tmp_path, 
         torch.testing.assert_close(w1[k], w2[k], atol=1e-5, rtol=0)
 
 
+def fp32_weights(group: LearnerGroup) -> dict[str, torch.Tensor]:
+    """Rank 0's weights in fp32: with a bf16 model, the optimizer's fp32 master copies (the bf16 weights
+    round away most of a small update)."""
+    def read(learner):
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        out = {}
+        for name, p in learner.engine.module.policy.named_parameters():
+            master = safe_get_full_fp32_param(p)
+            out[name] = (p if master is None else master).detach().float().cpu().clone()
+        return out
+
+    return ray.get(group.actors[0].__ray_call__.remote(read))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", [0, 2])
-def test_non_finite_loss_skips_the_step_cleanly(ray_local, tiny_model_dir, tmp_path, grpo_batch, stage):
+@pytest.mark.parametrize("stage, dtype", [(0, "float32"), (2, "float32"), (1, "bfloat16"), (2, "bfloat16"), (3, "bfloat16")])
+def test_non_finite_loss_skips_the_step_cleanly(ray_local, tiny_model_dir, tmp_path, grpo_batch, stage, dtype):
     """A NaN advantage makes the loss NaN: the step is skipped, weights stay, and the next step is
-    exactly what it would have been without the bad one (no gradient leaks into it)."""
+    exactly what it would have been without the bad one (no gradient leaks into it). bf16 is the GPU
+    configuration's path: ZeRO-2 then accumulates in an fp32 partition buffer that ``zero_grad`` leaves
+    alone."""
     bad = grpo_batch()
     bad.advantages[-1] = float("nan")  # in the last micro-batch: two have already accumulated gradients
     outcomes = []
     for with_bad in (True, False):
-        group = LearnerGroup(learner_cfg(tmp_path, f"learner.zero_stage={stage}", "learner.micro_batch_size=3"), tiny_model_dir)
+        # Adam's first step is ~lr * sign(g) where |g| >> eps, which a leaked share of the same batch's
+        # gradient rarely flips, and clipping would rescale it away. With eps = 1e-2 above most |g| here
+        # (median 1e-3) and no clipping, each entry's step scales with its gradient, so a leak moves
+        # nearly all of them.
+        cfg = learner_cfg(tmp_path, f"learner.zero_stage={stage}", "learner.micro_batch_size=3", f"model.dtype={dtype}",
+                          "learner.adam_eps=1e-2", "learner.grad_clip=0")
+        group = LearnerGroup(cfg, tiny_model_dir)
         try:
-            w0 = ray.get(group.weights())
+            w0 = fp32_weights(group)
             if with_bad:
                 m = group.train(bad)
                 assert m["train/skipped"] == 1.0
-                w1 = ray.get(group.weights())
+                w1 = fp32_weights(group)
                 assert all(torch.equal(w0[k], w1[k]) for k in w0)
             m = group.train(grpo_batch())
             assert m["train/skipped"] == 0.0 and np.isfinite(m["train/loss"])
-            outcomes.append(ray.get(group.weights()))
+            outcomes.append(fp32_weights(group))
         finally:
             group.shutdown()
     # Without ZeRO the result is bit-identical. ZeRO-2 reuses its reduction buckets in another state,
-    # which moves the last bits of some gradients, and Adam's first step (~lr * sign(g)) amplifies that
-    # where g is near zero (seen: up to 1.2e-7); a leaked gradient would show at the lr scale (1e-2).
+    # which moves the last bits of some gradients (Adam amplifies that by at most lr / eps); a leaked
+    # gradient moves nearly every entry (seen before the fix: 99.9% of them, by up to 1.4e-3).
     atol = 0.0 if stage == 0 else 1e-5
     for k in outcomes[0]:
         torch.testing.assert_close(outcomes[0][k], outcomes[1][k], atol=atol, rtol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage, offloads", [(2, {"hp_params", "lp_grads", "optim_states"}), (3, {"lp_grads"})])
+def test_offloaded_states_come_back_for_the_next_step_and_save_from_cpu(
+        ray_local, tiny_model_dir, tmp_path, grpo_batch, stage, offloads):
+    """Colocated mode moves what only ``train`` reads off the GPU while the engine is awake
+    (``Learner.offload_states``, a no-op on CPU; the test calls its DeepSpeed half directly, which runs on
+    CPU too). The next step takes it back; that step, and a step from a checkpoint saved meanwhile, equal
+    a step that never offloaded."""
+    cfg = learner_cfg(tmp_path, f"learner.zero_stage={stage}", "model.dtype=bfloat16", "learner.micro_batch_size=3",
+                      "learner.adam_eps=1e-2", "learner.grad_clip=0")  # as the skip test: steps scale with g
+    offloaded = lambda group: ray.get(group.actors[0].__ray_call__.remote(
+        lambda self: self._offloaded and {s.value for s in self.engine.optimizer.offloaded_states}))
+    group = LearnerGroup(cfg, tiny_model_dir)
+    try:
+        group.train(grpo_batch())
+        ray.get(group.actors[0].offload_states.remote())
+        assert offloaded(group) is False  # on CPU nothing moves
+        ray.get(group.actors[0].__ray_call__.remote(lambda self: self._offload()))
+        assert offloaded(group) >= offloads
+        group.save(str(tmp_path / "ckpt"))  # from the offloaded states
+        group.train(grpo_batch())
+        assert offloaded(group) is False
+        round_trip = fp32_weights(group)
+    finally:
+        group.shutdown()
+    group = LearnerGroup(cfg, tiny_model_dir)
+    try:
+        group.train(grpo_batch())
+        group.train(grpo_batch())
+        never = fp32_weights(group)
+        group.load(str(tmp_path / "ckpt"))
+        group.train(grpo_batch())
+        from_checkpoint = fp32_weights(group)
+    finally:
+        group.shutdown()
+    for k in never:
+        torch.testing.assert_close(round_trip[k], never[k], atol=1e-5, rtol=0)
+        torch.testing.assert_close(from_checkpoint[k], never[k], atol=1e-5, rtol=0)
 
 
 def test_a_stale_build_lock_is_cleared_and_a_fresh_one_kept(tmp_path, monkeypatch):

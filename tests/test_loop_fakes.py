@@ -104,7 +104,7 @@ class FakeSync:
         pass
 
 
-def make_trainer(tmp_path, *overrides):
+def make_trainer(tmp_path, *overrides, sync=FakeSync):
     cfg = load_config("configs/tiny.yaml", [
         "data.synthetic.num_train=40", "data.synthetic.num_dev=10", "data.synthetic.num_eval=10",
         f"trainer.batch_size={B}", f"rollout.group_size={G}", "trainer.steps=8", "trainer.eval_every=4",
@@ -116,7 +116,7 @@ def make_trainer(tmp_path, *overrides):
     rollouts, learners = FakeRollouts({"train": train, "dev": dev, "eval": held_out}), FakeLearners()
     parts = Parts(buffer=PriorityBuffer(cfg.buffer, len(train), seed=cfg.seed, group_size=G,
                                        clusters=train.cluster_ids()), rollouts=rollouts, learners=learners,
-                  sync_weights=FakeSync(rollouts, learners), control=RunControl(1))
+                  sync_weights=sync(rollouts, learners), control=RunControl(1))
     return Trainer(cfg, parts)
 
 
@@ -228,6 +228,51 @@ def test_a_failed_batch_goes_back_to_the_buffer_and_is_redrawn_with_the_current_
     assert stats["buffer/released"] == B and stats["buffer/updates"] == 8 * B  # the failed draw was handed back
     steps = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "rollout/staleness" in r]
     assert max(r["rollout/staleness"] for r in steps) <= 2
+
+
+class FailingSync(FakeSync):
+    """A blocking sync fails the first ``fails`` times: an actor died while it loaded."""
+
+    fails = 1
+
+    def __init__(self, rollouts, learners):
+        super().__init__(rollouts, learners)
+        self.waits = 0
+
+        def wait_alive():
+            self.waits += 1
+
+        rollouts.wait_alive = wait_alive
+
+    def sync(self, version):
+        from rlpp.distributed.weight_sync import SyncFailed
+
+        if self.fails:
+            self.fails -= 1
+            raise SyncFailed("the object-store weight sync failed on rollout actor 0: actor died")
+        super().sync(version)
+
+
+@pytest.mark.parametrize("mode", ["sync", "pipelined"])
+def test_a_resume_survives_an_actor_dying_during_its_first_sync(tmp_path, mode):
+    """The chaos soak's failure: a rollout actor SIGKILLed while a resumed run loaded the checkpoint's weights
+    into the engines stopped the run. That sync now waits for the actor's restart and syncs again."""
+    run = ["trainer.checkpoint_every=4", f"trainer.mode={mode}"]
+    with make_trainer(tmp_path, *run) as t:
+        t.fit()
+    with make_trainer(tmp_path, *run, "trainer.resume=auto", "trainer.steps=12", sync=FailingSync) as t:
+        assert t.state.step == 8 and t.rollouts.calls[-1] == ("load", 8)  # synced, after one failure
+        assert t.parts.sync_weights.fails == 0 and t.parts.sync_weights.waits == 1
+        summary = t.fit()
+    assert summary["steps"] == 12
+
+    class NotRestartable(FailingSync):
+        restartable = False
+
+    from rlpp.loop.scheduler import TrainingStopped
+
+    with pytest.raises(TrainingStopped, match="weight sync failed: the object-store weight sync failed"):
+        make_trainer(tmp_path, *run, "trainer.resume=auto", "trainer.steps=16", sync=NotRestartable)
 
 
 def test_a_pool_too_small_for_the_pipeline_is_refused_before_anything_starts(tmp_path):

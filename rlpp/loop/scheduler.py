@@ -152,7 +152,22 @@ class RolloutScheduler:
                 raise TrainingStopped(f"weight sync failed: {e}") from e
             log.warning("a queued weight load failed (%s); syncing every actor again", e)
             self.rollouts.wait_alive()
-            self._stopping("weight sync", lambda: self.sync.sync(self.version))
+            self.sync_all()
+
+    def sync_all(self) -> None:
+        """A blocking sync of every rollout actor to the current weights (policy ``version``): on resume, and
+        after a queued load failed. An actor that dies meanwhile is waited for (Ray restarts it) and every
+        actor is synced again, up to ``rollout.max_restarts`` times, as a failed batch is drawn again."""
+        restarts = self.cfg.rollout.max_restarts
+        for attempt in range(restarts + 1):
+            try:
+                self.sync.sync(self.version)
+                return
+            except SyncFailed as e:  # SyncTimeout too: the actors it waited on were killed, Ray restarts them
+                if attempt == restarts or not self.sync.restartable:
+                    raise TrainingStopped(f"weight sync failed: {e}") from e
+                log.warning("weight sync failed (%s); syncing every actor again once every actor answers", e)
+                self.rollouts.wait_alive()
 
     # ------------------------------------------------------------------ the filter's calls (FilterContext)
     def draw(self, step: int, want: int, round_: int, sampling: Sampling) -> RolloutResult:

@@ -359,7 +359,12 @@ class RewardConfig:
     killed and replaced."""
     num_workers: int = 2
     """Worker processes that run reward calls (started on first use). Rewards registered inline
-    (``arithmetic``, ``exact_match``) run in the calling process instead and need none."""
+    (``arithmetic``, ``exact_match``, ``final_number``) run in the calling process instead and need none,
+    unless ``pooled``."""
+    pooled: bool = False
+    """Send rewards registered inline to the worker processes too: every call then has the workers'
+    timeout, memory limit and crash isolation, at the cost of a pipe round trip per chunk (the chaos soak
+    uses it to have reward workers to kill)."""
     memory_limit_mb: int = 2048
     """Address-space limit (``RLIMIT_AS``) of each reward worker process; a call that needs more scores 0
     (``reward/out_of_memory``) and its worker is replaced. 0: no limit."""

@@ -43,7 +43,7 @@ proportional to it, so it can neither hang nor blow up. That is what keeps the t
 ~1 us a call; a round trip to a worker process costs tens of us a call. ``math_verify`` (sympy: a
 parse or a simplification can take unbounded time and memory) and every ``module:function`` reward go
 to the workers. Exceptions and bad values from inline rewards are still caught and counted.
-``RewardScorer(cfg, inline=False)`` sends an inline reward to the workers too (benchmarks, tests).
+``reward.pooled=true`` (or ``RewardScorer(cfg, inline=False)``) sends an inline reward to the workers too.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class RewardScorer:
             raise ValueError(f"reward.num_workers must be >= 1, got {cfg.num_workers}")
         self.cfg = cfg
         self.fn = resolve_reward(cfg.name)  # here too, so a bad name or a missing dependency fails now
-        self.inline = is_inline(self.fn) if inline is None else inline
+        self.inline = (is_inline(self.fn) and not cfg.pooled) if inline is None else inline
         self._pool: _WorkerPool | None = None  # started on first pooled batch; inline rewards never need it
         self._finalizer: weakref.finalize | None = None
         self._lock = threading.Lock()  # one pooled batch at a time (the pool's bookkeeping is unshared)

@@ -143,6 +143,15 @@ def test_inline_reward_can_be_sent_to_the_workers(make):
     assert not s.inline and len(s.worker_pids()) == 1
 
 
+def test_reward_pooled_sends_an_inline_reward_to_the_workers(make):
+    """``reward.pooled=true``: the config's way to the same (the chaos soak kills these workers)."""
+    s = make("arithmetic", num_workers=1, pooled=True)
+    scores, metrics = s.score(["19", "-3", "4 junk"], ["19", "-3", "4"])
+    assert scores == [1.0, 1.0, 0.0] and not failures(metrics)
+    assert not s.inline and len(s.worker_pids()) == 1
+    assert make("arithmetic", num_workers=1).inline  # the default: inline, no workers
+
+
 # --- worker processes ------------------------------------------------------------------------------
 
 

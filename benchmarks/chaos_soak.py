@@ -36,7 +36,9 @@ def train_command(out: Path, steps: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "rlpp.cli", "train", "configs/tiny.yaml", f"trainer.output_dir={out}",
             f"trainer.steps={steps}", f"trainer.batch_size={B}", "trainer.mode=pipelined", "trainer.max_staleness=2",
             "trainer.checkpoint_every=25", "trainer.keep_last=2", "trainer.eval_every=0", "rollout.num_actors=2",
-            "rollout.max_restarts=1000", "reward.name=rlpp.reward.builtin:arithmetic", "reward.num_workers=2",
+            "rollout.max_restarts=1000", "reward.name=arithmetic", "reward.pooled=true", "reward.num_workers=2",
+            # three actors on a two-core machine: declare the CPUs Ray may hand out, one torch thread each
+            "ray.num_cpus=3", "rollout.torch_threads=1", "learner.torch_threads=1",
             "log.progress_bar=false", "log.tensorboard=false", "log.buffer_snapshots=false", *extra]
 
 

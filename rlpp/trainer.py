@@ -200,7 +200,7 @@ class Trainer:
         problems = self.eval_set if split == "eval" else self.dev_set
         ec = self.cfg.eval
         k, samples = (ec.final_k, max(ec.final_k)) if final and ec.final_k else (ec.k, ec.samples)
-        metrics, _ = evaluate(self.rollouts.generate, problems, split, max_new_tokens=self.cfg.rollout.max_new_tokens,
+        metrics, _ = evaluate(self.scheduler.generate, problems, split, max_new_tokens=self.cfg.rollout.max_new_tokens,
                               threshold=self.cfg.buffer.success_threshold, k=k, samples=samples,
                               temperature=ec.temperature, top_p=ec.top_p, seed=step_seed(self.cfg.seed, step, 99))
         metrics["rollouts"] = self.state.rollouts

@@ -230,6 +230,32 @@ def test_a_failed_batch_goes_back_to_the_buffer_and_is_redrawn_with_the_current_
     assert max(r["rollout/staleness"] for r in steps) <= 2
 
 
+def test_an_evaluation_whose_actor_dies_is_generated_again_not_the_end_of_the_run(tmp_path):
+    """The chaos soak's second failure: a rollout actor SIGKILLed during the step-0 evaluation stopped the
+    run. Evaluations now go through the scheduler's retry: the same problems again, after the current
+    weights, and the logged accuracies equal those of a run whose actor never died."""
+    from rlpp.distributed.groups import RolloutFailed
+
+    with make_trainer(tmp_path / "clean") as t:
+        t.fit()
+    clean = [r for r in read_metrics(tmp_path / "clean" / "run" / "metrics.jsonl") if "eval/accuracy" in r]
+    with make_trainer(tmp_path / "flaky") as t:
+        rollouts, failed = t.rollouts, []
+        collect = rollouts.collect
+
+        def flaky(pending, version=None):
+            if len(failed) < 2 and rollouts.calls[-1][:2] == ("generate", "eval"):
+                failed.append(rollouts.calls[-1])
+                raise RolloutFailed(pending[0][1], RuntimeError("actor died"))
+            return collect(pending, version)
+
+        rollouts.collect = flaky
+        summary = t.fit()
+    assert len(failed) == 2 and summary["steps"] == 8
+    again = [r for r in read_metrics(tmp_path / "flaky" / "run" / "metrics.jsonl") if "eval/accuracy" in r]
+    assert [(r["step"], r["eval/accuracy"]) for r in again] == [(r["step"], r["eval/accuracy"]) for r in clean]
+
+
 class FailingSync(FakeSync):
     """A blocking sync fails the first ``fails`` times: an actor died while it loaded."""
 

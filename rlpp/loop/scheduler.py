@@ -241,14 +241,21 @@ class RolloutScheduler:
         self.state.rollouts += result.rewards.size
         return result
 
-    def _generate_in_place(self, ids: np.ndarray, sampling: Sampling, release: bool) -> RolloutResult:
-        """Generate for ``ids`` that are not drawn again on failure (in flight for a screen's completion, or
-        an oracle's measurement), retrying the same ids after pushing the current weights."""
+    def generate(self, split: str, ids: np.ndarray, sampling: Sampling) -> RolloutResult:
+        """Evaluation's generations (``rlpp.evaluation``'s ``generate``), by the current policy version and
+        never charged: an actor that dies meanwhile, or answers with the initial weights it restarted
+        with, is waited for and the same problems are generated again after the current weights."""
+        return self._generate_in_place(ids, sampling, release=False, split=split)
+
+    def _generate_in_place(self, ids: np.ndarray, sampling: Sampling, release: bool,
+                           split: str = "train") -> RolloutResult:
+        """Generate for ``ids`` that are not drawn again on failure (in flight for a screen's completion, an
+        oracle's measurement, an evaluation), retrying the same ids after pushing the current weights."""
         restarts = self.cfg.rollout.max_restarts
         for attempt in range(restarts + 1):
             try:
                 self.sync.wait_pushed(block=False)
-                result = self.rollouts.collect(self.rollouts.submit("train", ids, sampling), version=self.version)
+                result = self.rollouts.collect(self.rollouts.submit(split, ids, sampling), version=self.version)
                 break
             except (RolloutFailed, SyncFailed) as e:
                 cause = getattr(e, "cause", e)

@@ -86,14 +86,14 @@ CELL_ARMS = {
     ("capable", 16): ("uniform", CANDIDATE, "oracle_fill", "paper", "mopps", "greso_fill"),
     ("capable", 1.6): ("uniform", CANDIDATE, "oracle_fill", "paper"),
     ("rare", 16): ("uniform", CANDIDATE, "oracle_fill"),
-    ("mixed", 16): ("uniform", CANDIDATE, "oracle_fill", "paper"),
+    ("mixed", 16): ("uniform", CANDIDATE, "oracle_fill"),
 }
 FIVE_SEED_CELLS = {("capable", 16), ("capable", 1.6)}
 """Cells where uniform and the candidate run 5 seeds; elsewhere every arm runs 3 (the issue's first cut)."""
 """The arms each cell runs; a cell not named runs every arm. The full grid (15 arms x 7 cells, about 300 runs
 of 2-4 minutes) does not fit one working session on two cores, so the first cells run uniform, the
 candidate, the bound with the candidate's schedule (oracle_fill), the paper's sampler and, at capable D = 16,
-two more history-based selectors; rare only the three the issue never cuts. screen and random_skip are left
+two more history-based selectors; mixed and rare only the three the issue never cuts. screen and random_skip are left
 out of these cells."""
 """At D = 4 only uniform, the oracle, the candidate and the best this many other arms of the regime at D = 16."""
 

@@ -285,8 +285,43 @@ def collect() -> None:
         if (folder / "plots").is_dir() and folder != SWEEP_DIR:
             shutil.copytree(folder / "plots", dst / "plots")
         print(f"copied {folder} -> {dst}")
+    sweep_md()
     summary_md()
     plot_ratio_vs_d()
+
+
+def sweep_md() -> None:
+    """RESULTS/sweep.md: each swept arm's final dev accuracy at every (B, lr), the pooled means that chose
+    the one setting every cell uses, and which sweep runs did not run."""
+    if not (SWEEP_DIR / "ablation.yaml").is_file():
+        return
+    spec = yaml.safe_load((SWEEP_DIR / "ablation.yaml").read_text())
+    settings = [(b, lr) for b in BATCHES for lr in LRS]
+    dev: dict[str, dict[tuple, float]] = {}
+    missing = []
+    for name, ov in spec["arms"].items():
+        summary = SWEEP_DIR / name / "seed_0" / "summary.json"
+        arm = name.rsplit("_b", 1)[0]
+        if summary.is_file():
+            dev.setdefault(arm, {})[(ov["trainer.batch_size"], ov["learner.lr"])] = \
+                json.loads(summary.read_text())["final_dev_accuracy"]
+        else:
+            missing.append(name)
+    b, lr, table = choose()
+    head = " | ".join(f"B={sb}, lr={slr:g}" for sb, slr in settings)
+    lines = ["# Replay study: the (B, lr) sweep", "",
+             "Final **dev** accuracy (%), seed 0, `capable` at D = 16 (400 problems, 51,200 rollouts), "
+             "`configs/ablate/replay-sweep.yaml`. Every cell runs every arm at the setting with the best mean "
+             f"over all arms swept: **B = {b}, lr = {lr:g}** (see `choose()` for why one shared setting).", "",
+             f"| arm | {head} |", "| --- |" + " ---: |" * len(settings)]
+    for arm, row in dev.items():
+        lines.append(f"| {arm} | " + " | ".join(f"{100 * row[k]:.1f}" if k in row else "–" for k in settings) + " |")
+    lines.append("| **mean over arms** | " + " | ".join(
+        f"**{100 * table[k][0]:.1f}** ({table[k][2]})" if k in table else "–" for k in settings) + " |")
+    lines += ["", f"Not run ({len(missing)} of {len(spec['arms'])}; the sweep was stopped when the shared setting "
+              "made them unnecessary): " + (", ".join(f"`{m}`" for m in missing) or "none") + "."]
+    (RESULTS / "sweep.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {RESULTS / 'sweep.md'}")
 
 
 def _read(path: Path) -> dict[str, dict]:

@@ -66,7 +66,9 @@ def pass_rate_histogram(config: str, overrides: list[str], seed: int = 0) -> dic
 
 def format_histogram(res: dict) -> str:
     g = res["group_size"]
-    lines = [f"{res['problems']} training problems, G = {g}, warm dev accuracy {res['warmstart_dev_accuracy']:.3f}: "
+    dev = res["warmstart_dev_accuracy"]
+    start = "pretrained, not warm-started" if dev is None else f"warm dev accuracy {dev:.3f}"
+    lines = [f"{res['problems']} training problems, G = {g}, {start}: "
              f"always solved {res['always_solved']:.1%}, never solved {res['never_solved']:.1%}, "
              f"zero-variance {res['zero_variance']:.1%}, mean pass rate {res['mean_pass_rate']:.3f}",
              "| level | " + " | ".join(f"{j}/{g}" for j in range(g + 1)) + " |",
@@ -84,10 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="also write the result here")
     args = ap.parse_args(argv)
     res = pass_rate_histogram(args.config, args.overrides, args.seed)
-    print(format_histogram(res))
-    if args.json:
+    if args.json:  # first: a measurement of minutes is not lost to a formatting error
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(res, indent=1))
+    print(format_histogram(res))
     return 0
 
 

@@ -35,6 +35,7 @@ class ArmStats:
     final: tuple[float, float] = (math.nan, math.nan)
     best: tuple[float, float] = (math.nan, math.nan)
     initial: float = math.nan  # mean held-out accuracy before training
+    gain: tuple[float, float] = (math.nan, math.nan)  # final - initial accuracy, per seed: does the arm learn?
     to_target: list[float | None] = field(default_factory=list)
     zero_var: tuple[float, float] = (math.nan, math.nan)
     abs_adv: tuple[float, float] = (math.nan, math.nan)
@@ -73,6 +74,7 @@ def arm_stats(arm: str, runs: list[RunResult], target: float) -> ArmStats:
     st.final = mean_ci([r.summary["final_accuracy"] for r in done])
     st.best = mean_ci([r.summary["best_accuracy"] for r in done])
     st.initial = float(np.mean([r.summary["initial_accuracy"] for r in done]))
+    st.gain = mean_ci([r.summary["final_accuracy"] - r.summary["initial_accuracy"] for r in done])
     st.to_target = [rollouts_to_target(r.evals["rollouts"], r.evals["accuracy"], target) if np.isfinite(target) else None
                     for r in done]
     st.zero_var = mean_ci([r.zero_var_frac() for r in done])
@@ -259,14 +261,14 @@ def _markdown(spec, stats, runs, target, budget, figures, out: Path, pairs: dict
 
     lines += ["## Summary", "",
               "Accuracies in %, mean ± 95% CI half-width over seeds (Student t; no CI from one seed).", "",
-              f"| arm | seeds | final acc | best acc | rollouts to {ref} final ({_pct(target)}%) | × {ref} "
+              f"| arm | seeds | final acc | gain (pts) | best acc | rollouts to {ref} final ({_pct(target)}%) | × {ref} "
               f"| zero-var share | × {ref} | mean \\|adv\\| | × {ref} | forgotten | unlocked | wall (s) | rollouts used |",
-              "| --- |" + " ---: |" * 13]
+              "| --- |" + " ---: |" * 14]
     for arm, st in stats.items():
         used = "–" if not st.runs else (f"{st.rollouts[0]:,.0f}" if st.rollouts[1] == st.rollouts[2]
                                         else f"{st.rollouts[0]:,.0f} ({st.rollouts[1]:,.0f}–{st.rollouts[2]:,.0f})")
         lines.append(
-            f"| {arm} | {len(st.runs)}/{st.total} | {_pct(st.final)} | {_pct(st.best)} | {_to_target(st)} "
+            f"| {arm} | {len(st.runs)}/{st.total} | {_pct(st.final)} | {_pts(st.gain)} | {_pct(st.best)} | {_to_target(st)} "
             f"| {_x(_ratio(st.to_target_mean, refst.to_target_mean))} | {_num(st.zero_var)} "
             f"| {_x(_ratio(st.zero_var[0], refst.zero_var[0]))} | {_num(st.abs_adv)} "
             f"| {_x(_ratio(st.abs_adv[0], refst.abs_adv[0]))} | {_num(st.forgotten, 1)} | {_num(st.unlocked, 1)} "
@@ -274,7 +276,8 @@ def _markdown(spec, stats, runs, target, budget, figures, out: Path, pairs: dict
     if any(np.isfinite(st.dev[0]) for st in stats.values()):
         lines += ["", "Dev-split accuracy at the end (`trainer.eval_dev`; what hyper-parameters are chosen on): "
                   + ", ".join(f"{arm} {_pct(st.dev)}%" for arm, st in stats.items() if np.isfinite(st.dev[0])) + "."]
-    lines += ["", "Rollouts to the reference's final mean accuracy: per seed, the first evaluation at or above it, "
+    lines += ["", "Gain: final minus initial held-out accuracy of each seed, in points (mean ± 95% CI over seeds): "
+              "whether an arm learns at all. Rollouts to the reference's final mean accuracy: per seed, the first evaluation at or above it, "
               "linearly interpolated in rollouts from the evaluation before; the mean is over the seeds that "
               "reached it (count in brackets). Zero-var share and mean |adv| are per *generated* rollout over the "
               "whole run: groups a sampler discarded before training count as zero-variance with advantage 0. "
@@ -504,12 +507,12 @@ def _write_csvs(out: Path, spec, stats: dict[str, ArmStats], runs, target: float
                     "best_accuracy_ci95", "target_accuracy", "rollouts_to_target", "seeds_reached_target",
                     "rollouts_to_target_ratio", "zero_var_frac", "zero_var_frac_ci95", "zero_var_ratio",
                     "mean_abs_adv", "mean_abs_adv_ci95", "mean_abs_adv_ratio", "forgotten", "unlocked", "seconds",
-                    "rollouts_mean", "rollouts_min", "rollouts_max"])
+                    "rollouts_mean", "rollouts_min", "rollouts_max", "gain", "gain_ci95"])
         for arm, st in stats.items():
             w.writerow([arm, len(st.runs), st.total, *st.final, *st.best, target, st.to_target_mean, st.reached,
                         _ratio(st.to_target_mean, refst.to_target_mean), *st.zero_var,
                         _ratio(st.zero_var[0], refst.zero_var[0]), *st.abs_adv, _ratio(st.abs_adv[0], refst.abs_adv[0]),
-                        st.forgotten, st.unlocked, st.seconds, *st.rollouts])
+                        st.forgotten, st.unlocked, st.seconds, *st.rollouts, *st.gain])
     with open(out / "runs.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["arm", "seed", "status", "initial_accuracy", "final_accuracy", "best_accuracy", "best_step", "steps",

@@ -298,6 +298,8 @@ class LearnerGroup:
         if self.cfg.algo.tis_cap > 0:
             for k in ("tis_mean", "tis_capped_frac"):
                 metrics[f"train/{k}"] = sum(o[k] for o in outs) / tokens
+        for phase in ("forward", "backward", "optimizer"):  # the slowest rank's: the step waits for it
+            metrics[f"time/learner_{phase}"] = max(o.get(f"time_{phase}", 0.0) for o in outs)
         if "memory_reserved_gib" in outs[0]:  # GPU learners: the fullest rank's allocator after the step
             metrics["train/memory_reserved_gib"] = max(o["memory_reserved_gib"] for o in outs)
         return metrics

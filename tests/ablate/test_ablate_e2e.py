@@ -35,7 +35,7 @@ def test_miniature_ablation(tmp_path, small_run):
     out = tmp_path / "out"
     common = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in small_run) if k != "log.progress_bar"}
     common.update({"trainer.eval_every": 2, "learner.lr": 1e-3, "rollout.torch_threads": 1, "learner.torch_threads": 1})
-    spec = {"base": "configs/tiny.yaml", "budget_rollouts": BUDGET, "seeds": [0, 1], "output_dir": str(out),
+    spec = {"base": "configs/tiny.yaml", "budget_rollouts": BUDGET, "seeds": [0, 1], "output_dir": str(out), "parallel": 2,
             "overrides": common,
             "arms": {"prioritized": {"buffer.sampler": "prioritized"}, "uniform": {"buffer.sampler": "uniform"}}}
     path = tmp_path / "mini.yaml"

@@ -50,6 +50,8 @@ def test_report_numbers_findings_csvs_and_figures(tmp_path):
 
     arms = read_csv(out / "summary.csv")
     assert float(arms["uniform"]["final_accuracy"]) == pytest.approx(0.41)
+    assert float(arms["uniform"]["gain"]) == pytest.approx(0.11)  # (0.40 - 0.30 + 0.42 - 0.30) / 2, seed by seed
+    assert float(arms["prioritized"]["gain"]) == pytest.approx(0.15)
     assert float(arms["uniform"]["rollouts_to_target"]) == pytest.approx(70.0)
     assert float(arms["prioritized"]["rollouts_to_target"]) == pytest.approx((32 * 0.11 / 0.15 + 32) / 2)
     assert float(arms["prioritized"]["rollouts_to_target_ratio"]) == pytest.approx((32 * 0.11 / 0.15 + 32) / 2 / 70)

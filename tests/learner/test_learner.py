@@ -196,6 +196,7 @@ def test_deepspeed_config_accumulates_gradients_in_fp32(tmp_path):
         ds = deepspeed_config(cfg, 1)
         assert ds["data_types"] == {"grad_accum_dtype": "fp32"} and ds["bf16"] == {"enabled": True}
         assert ds["optimizer"]["params"]["eps"] == 1e-8
+        assert ds["optimizer"]["params"]["fused"] is True  # torch AdamW's one-pass kernel (CPU and CUDA)
     assert deepspeed_config(learner_cfg(tmp_path, "learner.adam_eps=1e-6"), 1)["optimizer"]["params"]["eps"] == 1e-6
     with pytest.raises(ConfigError, match=r"learner.adam_eps must be in \(0.0, 1.0\], got 0.0"):
         learner_cfg(tmp_path, "learner.adam_eps=0")
@@ -256,6 +257,9 @@ def test_ppo_epochs_and_mini_batches_take_several_steps_against_the_behaviour_po
         m = group.train(batch, seed=3)
         assert m["train/optimizer_steps"] == 4
         assert m["train/ratio_mean"] != pytest.approx(1.0, abs=1e-4)  # later steps see the moved policy
+        # the phase breakdown: every phase of the 4 steps is timed, and the recompute ran once
+        assert m["time/logprob_recompute"] > 0 and first["time/learner_forward"] > 0
+        assert all(m[f"time/learner_{p}"] > 0 for p in ("forward", "backward", "optimizer"))
         assert m["train/clip_frac"] > 0 and m["train/clip_frac"] == pytest.approx(
             m["train/clip_frac_low"] + m["train/clip_frac_high"])
     finally:
@@ -266,7 +270,7 @@ def test_ppo_epochs_and_mini_batches_take_several_steps_against_the_behaviour_po
         group = LearnerGroup(learner_cfg(tmp_path, override), tiny_model_dir)
         try:
             m = group.train(grpo_batch(4))
-            assert m["train/optimizer_steps"] == 1
+            assert m["train/optimizer_steps"] == 1 and m["time/logprob_recompute"] == 0
             assert (abs(m["train/ratio_mean"] - 1) < 1e-6) == ratio_is_one, m
             if ratio_is_one:
                 assert 0 < m["train/tis_mean"] <= 2 and m["train/tis_mean"] != pytest.approx(1.0, abs=0.05)

@@ -63,6 +63,8 @@ def test_user_errors_are_one_line_exit_2_no_traceback(bad_inputs, args, kind, sa
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"rlpp train: {kind} error: ") and says in last, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+    if kind in ("reward", "checkpoint") or "pkg:" in " ".join(args):  # checked before Ray starts: seconds, not 15
+        assert "Started a local Ray instance" not in proc.stderr
 
 
 def test_debug_shows_the_traceback(bad_inputs, capsys):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 import dataclasses
+import functools
 import re
 import typing
 
@@ -48,13 +49,18 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         layers.append((str(path), _read_yaml(Path(path))))
     if overrides:
         layers.append(("command-line overrides", _parse_overrides(overrides)))
-    merged = OmegaConf.structured(Config)
     for source, layer in layers:
         _check_keys(layer, Config, "", source)
-        try:
-            merged = OmegaConf.merge(merged, OmegaConf.create(layer))
-        except OmegaConfBaseException as e:
-            raise ConfigError(f"{source}: {_describe(e)}") from None
+    try:  # one merge, one copy of the cached schema (each merge deep-copies its first argument)
+        merged = OmegaConf.merge(_schema(), *(OmegaConf.create(layer) for _, layer in layers))
+    except OmegaConfBaseException:
+        merged = _schema()  # layer by layer, to name the one that is wrong
+        for source, layer in layers:
+            try:
+                merged = OmegaConf.merge(merged, OmegaConf.create(layer))
+            except OmegaConfBaseException as e:
+                raise ConfigError(f"{source}: {_describe(e)}") from None
+        raise
     try:
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
@@ -66,10 +72,23 @@ def to_yaml(cfg: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
+@functools.cache
+def _schema():
+    """The defaults as an omegaconf structure, built once (building it takes most of a load's time)."""
+    return OmegaConf.structured(Config)
+
+
+@functools.cache
+def _type_hints(schema: type) -> dict:
+    """A schema class's resolved field types: resolving them costs milliseconds a class, and an ablation
+    validates hundreds of configs."""
+    return typing.get_type_hints(schema)
+
+
 def _check_keys(layer: dict, schema: type, prefix: str, source: str) -> None:
     """Reject unknown keys and scalars given for whole groups, naming the full key (omegaconf's own
     message for the latter names no key)."""
-    types = typing.get_type_hints(schema)
+    types = _type_hints(schema)
     for key, value in layer.items():
         full = f"{prefix}{key}"
         if key not in types:

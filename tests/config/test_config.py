@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from rlpp.config.loader import load_config, to_yaml
 from rlpp.config.schema import BufferConfig, Config, ConfigError, RetestConfig, validate
 
-CONFIGS = ["configs/buffer.yaml"]
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*.yaml"))
+ABLATIONS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs" / "ablate").glob("*.yaml"))
 
 
 def write(tmp_path, text: str):
@@ -26,8 +29,20 @@ def test_defaults_are_valid_and_frozen():
 
 
 @pytest.mark.parametrize("path", CONFIGS)
-def test_shipped_configs_load(path):
+def test_shipped_configs_load(path, monkeypatch):
+    monkeypatch.chdir(ROOT)
     assert isinstance(load_config(path), Config)
+
+
+@pytest.mark.parametrize("path", ABLATIONS)
+def test_shipped_ablations_resolve_to_valid_training_configs(path, monkeypatch):
+    """Every arm x seed of every shipped ablation file is a valid training config (what `rlpp ablate` checks
+    before it starts anything)."""
+    from rlpp.ablate.spec import load_spec, resolve_configs
+
+    monkeypatch.chdir(ROOT)
+    runs = resolve_configs(load_spec(path))
+    assert runs and all(isinstance(cfg, Config) for cfg, _ in runs.values())
 
 
 def test_yaml_then_overrides_merge_in_order(tmp_path):

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -59,6 +60,8 @@ class Workload:
     arms: tuple[str, ...]
     dtypes: tuple[str, ...]
     rlpp_overrides: tuple[str, ...] = field(default_factory=tuple)
+    data_overrides: tuple[str, ...] = field(default_factory=tuple)
+    """Data keys both sides load the problems with (the same training prompts on each)."""
 
 
 WORKLOADS = {
@@ -67,7 +70,10 @@ WORKLOADS = {
                      ("rollout.engine=hf",)),
     "smol": Workload("smol", "configs/smollm2-arith.yaml", 8, 8, 64, 1e-6, "final_number",
                      ("rlpp_sync", "rlpp_pipelined", "rlpp_hf", "trl", "trl_vllm"), ("float32", "bfloat16"),
-                     ("trainer.eval_dev=false", "eval.final_k=[]")),
+                     ("trainer.eval_dev=false", "eval.final_k=[]"),
+                     # rlpp evaluates before and after every run: a small held-out split keeps that short
+                     # (both sides load the problems with it, so they train on the same 400 prompts)
+                     ("data.synthetic.num_eval=16",)),
 }
 ARM_ENGINE = {"rlpp_sync": ("sync", None), "rlpp_pipelined": ("pipelined", None), "rlpp_hf": ("sync", "hf")}
 LENGTH_TOLERANCE = 0.10
@@ -77,7 +83,7 @@ def rlpp_command(w: Workload, arm: str, dtype: str, steps: int, out: Path) -> li
     """The ``rlpp train`` command line of one rlpp arm on workload ``w``."""
     mode, engine = ARM_ENGINE[arm]
     threads = 2 if mode == "sync" else 1  # sync: the phases take turns, each gets both cores
-    cmd = [sys.executable, "-m", "rlpp.cli", "train", str(ROOT / w.config), *w.rlpp_overrides,
+    cmd = [sys.executable, "-m", "rlpp.cli", "train", str(ROOT / w.config), *w.rlpp_overrides, *w.data_overrides,
            "buffer.sampler=uniform", f"trainer.mode={mode}", f"trainer.batch_size={w.batch}",
            f"rollout.group_size={w.group}", f"rollout.max_new_tokens={w.new_tokens}", "rollout.temperature=1.0",
            f"rollout.torch_threads={threads}", f"learner.torch_threads={threads}", f"learner.lr={w.lr}",
@@ -132,8 +138,11 @@ def run_trl(w: Workload, arm: str, dtype: str, steps: int, skip: int, out: Path)
 
 
 def _last_line(text: str) -> str:
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1][:400] if lines else "(no output)"
+    """The error a failed child printed: its last ``...Error: ...`` line (progress bars and warnings come
+    after it on stderr), else its last line."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if re.match(r"^[\w.]*(Error|Exception)\b", ln)]
+    return (errors or lines or ["(no output)"])[-1][:400]
 
 
 def trl_child(w: Workload, arm: str, dtype: str, steps: int, out: Path) -> None:
@@ -150,7 +159,7 @@ def trl_child(w: Workload, arm: str, dtype: str, steps: int, out: Path) -> None:
     from rlpp.reward.registry import check_reward
 
     torch.set_num_threads(2)
-    cfg = load_config(ROOT / w.config)
+    cfg = load_config(ROOT / w.config, list(w.data_overrides))
     train, dev, held_out = load_problems(cfg.data)
     model_path, _ = prepare_model(cfg, dev, held_out)
     reward = check_reward(w.reward)

@@ -48,3 +48,10 @@ def test_report_pairs_dtypes_flags_unequal_work_and_keeps_failures():
     assert "rlpp_sync        3.000 s/step  0.75x TRL" in text  # bf16 against TRL bf16, not fp32
     assert "UNEQUAL WORK: lengths differ by 29%" in text and text.count("UNEQUAL") == 1
     assert "trl_vllm         failed: RuntimeError: no CUDA" in text
+
+
+def test_a_failed_child_is_reported_by_its_error_not_its_progress_bar():
+    tc = _module()
+    err = "Traceback (most recent call last):\n  File x\nValueError: vLLM needs CUDA here\n  0%|   | 0/4 [00:03<?, ?it/s]\n"
+    assert tc._last_line(err) == "ValueError: vLLM needs CUDA here"
+    assert tc._last_line("just a line\n") == "just a line" and tc._last_line("") == "(no output)"

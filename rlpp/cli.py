@@ -141,7 +141,9 @@ def _train(cfg) -> int:
     from rlpp.metrics import check_trackers
 
     check_trackers(cfg.log)  # a tracker package missing fails now, not after the warm start and the actors
-    _preflight(cfg)
+    from rlpp.preflight import check_inputs
+
+    check_inputs(cfg)  # before Ray starts: a bad reward, resume path or GGUF file fails in seconds
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _start_ray_while_importing(cfg)
     from rlpp.trainer import Trainer, TrainingStopped
@@ -162,20 +164,6 @@ def _train(cfg) -> int:
     except Exception as e:  # noqa: BLE001 - a plot must never fail a finished run
         logging.getLogger(__name__).warning("plots not written: %s", e)
     return 0
-
-
-def _preflight(cfg) -> None:
-    """The checks of a run's inputs that need no heavy import, before Ray starts (seconds): a bad
-    ``reward.name``, ``trainer.resume`` or GGUF ``model.path`` is a one-line error at once. The trainer
-    checks them again (for runs it is given directly); the data and a hub or folder model are checked there."""
-    from rlpp import checkpoint
-    from rlpp.models.gguf import is_gguf_path, resolve_gguf
-    from rlpp.reward.registry import check_reward
-
-    check_reward(cfg.reward.name)
-    checkpoint.resolve(cfg.trainer.resume, cfg.trainer.output_dir)
-    if cfg.model.source == "pretrained" and is_gguf_path(cfg.model.path):
-        resolve_gguf(cfg.model.path)
 
 
 def _start_ray_while_importing(cfg) -> None:

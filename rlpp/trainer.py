@@ -31,8 +31,8 @@ from rlpp.learner.lora import check_targets
 from rlpp.loop.scheduler import RolloutScheduler, TrainingStopped, step_seed
 from rlpp.metrics import MetricsSink, PhaseTimer, StartupClock
 from rlpp.progress import Progress
+from rlpp.preflight import check_inputs
 from rlpp.recipes.warmstart import prepare_model
-from rlpp.reward.registry import check_reward
 from rlpp.rollout.worker import RolloutResult
 from rlpp.run_state import RunState
 
@@ -52,8 +52,7 @@ class Trainer:
         self.out = Path(cfg.trainer.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.yaml").write_text(to_yaml(cfg))
-        check_reward(cfg.reward.name)  # a bad reward.name fails here, once, not in every rollout actor
-        resume_from = checkpoint.resolve(cfg.trainer.resume, self.out)  # a bad checkpoint too, before any actor
+        resume_from = check_inputs(cfg)  # again for a trainer built directly, not through `rlpp train`
         self.train_set, self.dev_set, self.eval_set = load_problems(cfg.data)
         _check_pool(cfg.trainer, len(self.train_set))
         if cfg.buffer.prior.mode == "cluster" and self.train_set.cluster_ids() is None:

@@ -21,7 +21,9 @@ classes, never its Ray actors:
    ``--steps`` GRPO steps on synthetic groups (random prompts and completions, 0/1 rewards), split into
    micro-batches the way ``LearnerGroup.train`` does. Reports the median step time of the steps after
    the first (warm-up), completion tokens/s, and the peak of ``torch.cuda.max_memory_allocated`` over
-   the timed steps, also as a share of an 80 GiB GPU.
+   the timed steps, also as a share of an 80 GiB GPU. Then colocated mode's learner half (CUDA only):
+   ``offload_states`` (reserved GPU memory before and after: what the engine gets back when it wakes)
+   and one more step, which reloads the states and must not be skipped.
 3. ``ipc``: the trained weights go to a spawned child process as vLLM-style CUDA IPC update info
    (``Learner.ipc_export``); the child rebuilds each tensor as vLLM's IPC receiver does, loads them into
    a fresh copy of the model and returns checksums, which must match ``Learner.named_weights()``.
@@ -298,6 +300,37 @@ def stage_learner(args, ctx) -> dict:
     say("learner", f"step time (median of {len(times)} timed steps)", f"{out['step_s']:.2f} s")
     say("learner", "throughput", f"{out['tokens_per_s']:.0f} completion tokens/s")
     report_peak("learner", out, ctx.cuda, "timed steps")
+    out["offload"] = offload_round_trip(learner, micro, norm, ctx.cuda)
+    return out
+
+
+def offload_round_trip(learner, micro, norm, cuda: bool) -> dict:
+    """Colocated mode's learner half (gpu-path review 2, H1): what ``offload_states`` hands back before the
+    engine on the same GPU wakes, and a step after it (``train`` reloads the states), which must not be
+    skipped. On CPU ``offload_states`` is a no-op and this only says so."""
+    if not cuda:
+        say("learner", "offload round trip", "skipped on CPU (offload_states is a no-op without CUDA)")
+        return {"skipped": "cpu"}
+    out = {"reserved_before_gib": torch.cuda.memory_reserved() / GIB,
+           "allocated_before_gib": torch.cuda.memory_allocated() / GIB}
+    t0 = time.perf_counter()
+    learner.offload_states()
+    sync(cuda)
+    out["offload_s"] = time.perf_counter() - t0
+    out["reserved_after_gib"] = torch.cuda.memory_reserved() / GIB
+    out["allocated_after_gib"] = torch.cuda.memory_allocated() / GIB
+    out["freed_for_the_engine_gib"] = out["reserved_before_gib"] - out["reserved_after_gib"]
+    say("learner", "offload_states (colocated: before the engine wakes)",
+        f"{out['offload_s']:.2f} s; reserved {out['reserved_before_gib']:.2f} -> {out['reserved_after_gib']:.2f} GiB, "
+        f"allocated {out['allocated_before_gib']:.2f} -> {out['allocated_after_gib']:.2f} GiB")
+    t0 = time.perf_counter()
+    metrics = learner.train(micro, norm)
+    sync(cuda)
+    out["step_after_reload_s"] = time.perf_counter() - t0
+    if metrics["skipped"]:
+        raise RuntimeError(f"the step after offload_states was skipped: non-finite loss ({metrics})")
+    out["loss_after_reload"] = metrics["loss"]
+    say("learner", "step after offload (states reloaded)", f"{out['step_after_reload_s']:.2f} s, loss {metrics['loss']:.4g}")
     return out
 
 

@@ -117,5 +117,6 @@ def test_cpu_mode_runs_with_only_the_packages_it_names(tmp_path):
     got = run_smoke(tmp_path, allowed, "--device", "cpu", "--steps", "2", "--out", str(tmp_path / "s.json"))
     assert got.returncode == 0, got.stdout[-3000:] + got.stderr[-3000:]
     assert "gpu_smoke: OK (model ok, learner ok, ipc skipped: needs CUDA, engine ok)" in got.stdout
+    assert "[learner] offload round trip: skipped on CPU (offload_states is a no-op without CUDA)" in got.stdout
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["ok"] and summary["stages"]["ipc"]["match"]

@@ -83,19 +83,25 @@ RESULTS = Path("benchmarks/results/replay")
 FINAL_K = [1, 2, 4, 8, 16]
 D4_ARMS = 2
 CELL_ARMS = {
-    ("capable", 16): ("uniform", CANDIDATE, "oracle_fill", "paper", "mopps", "greso_fill"),
+    ("capable", 16): ("uniform", CANDIDATE, "oracle_fill", "paper", "mopps", "greso_fill",
+                      "greso", "screen", "prop", "paper_fill", "mopps_fill", "prop_fill", "hier", "oracle", "random_skip"),
     ("capable", 1.6): ("uniform", CANDIDATE, "oracle_fill", "paper"),
     ("rare", 16): ("uniform", CANDIDATE, "oracle_fill"),
     ("mixed", 16): ("uniform", CANDIDATE, "oracle_fill"),
+    ("mixed", 1.6): ("uniform", CANDIDATE, "oracle_fill"),
+    ("capable", 4): ("uniform", CANDIDATE, "oracle_fill", "mopps", "greso_fill"),
+    ("mixed", 4): ("uniform", CANDIDATE, "oracle_fill"),
 }
 FIVE_SEED_CELLS = {("capable", 16), ("capable", 1.6)}
 """Cells where uniform and the candidate run 5 seeds; elsewhere every arm runs 3 (the issue's first cut)."""
-"""The arms each cell runs; a cell not named runs every arm. The full grid (15 arms x 7 cells, about 300 runs
-of 2-4 minutes) does not fit one working session on two cores, so the first cells run uniform, the
-candidate, the bound with the candidate's schedule (oracle_fill), the paper's sampler and, at capable D = 16,
-two more history-based selectors; mixed and rare only the three the issue never cuts. screen and random_skip are left
-out of these cells."""
-"""At D = 4 only uniform, the oracle, the candidate and the best this many other arms of the regime at D = 16."""
+"""The arms each cell runs, in the order they run (a cell not named runs every arm). The full grid (15 arms x 7
+cells, about 300 runs of 2-15 minutes) does not fit the working sessions on two cores, so cells were cut as the
+issue says: uniform, the candidate and the bound with the candidate's schedule (oracle_fill) in every cell;
+every arm at capable D = 16 (random_skip last: it copies the skipped share of the better greso arm); the
+paper's sampler at capable D = 1.6; at D = 4 the bound, the candidate and uniform, plus at capable the two
+best other arms of capable D = 16 when D = 4 was written (mopps 0.74x, greso_fill 1.10x; paired.csv of the
+first capable D = 16 arms); mixed D = 16 ran only the three never-cut arms, so mixed D = 4 has no others."""
+"""At D = 4 (a cell not in CELL_ARMS) only uniform, the bound, the candidate and the best this many other arms of the regime at D = 16."""
 
 
 def cell_name(regime: str, d: float) -> str:
@@ -192,17 +198,18 @@ def paired_ratios(regime: str, d: float) -> dict[str, float]:
         return {r["arm"]: float(r["ratio_to_ref_final"]) for r in csv.DictReader(f)}
 
 
-def write_cell(regime: str, d: float, chosen: tuple) -> Path:
+def write_cell(regime: str, d: float, chosen: tuple, parallel: int = 2) -> Path:
     """The cell's ablation file: its arms (CELL_ARMS) at the shared (B, lr), and random_skip once the cell's
     skipping arms have finished."""
-    arms = {a: ov for a, ov in ARMS.items() if a in CELL_ARMS.get((regime, d), ARMS)}
-    if d == 4:  # uniform, the oracle, the candidate and the regime's best other arms at D = 16
+    order = CELL_ARMS.get((regime, d), tuple(ARMS))
+    arms = {a: ARMS[a] for a in order}
+    if d == 4 and (regime, d) not in CELL_ARMS:  # uniform, the oracle, the candidate and the regime's best other arms at D = 16
         ratios = paired_ratios(regime, 16)
         if not ratios:
             raise SystemExit(f"{cell_dir(regime, 16)}: no paired.csv yet; D = 4 takes its arms from D = 16")
         ranked = [a for a, r in sorted(ratios.items(), key=lambda kv: kv[1] if math.isfinite(kv[1]) else math.inf)
                   if a in ARMS and a not in ("uniform", "oracle", "oracle_fill", CANDIDATE, "random_skip")]
-        keep = {"uniform", "oracle", CANDIDATE, *ranked[:D4_ARMS]}
+        keep = {"uniform", "oracle_fill", CANDIDATE, *ranked[:D4_ARMS]}
         arms = {a: ov for a, ov in arms.items() if a in keep}
     settings = {a: chosen[:2] for a in arms if a != "random_skip"}
     if "random_skip" in arms:
@@ -233,7 +240,7 @@ def write_cell(regime: str, d: float, chosen: tuple) -> Path:
         "seeds": SEEDS,
         "arm_seeds": {a: FIVE for a in ("uniform", CANDIDATE) if a in spec_arms and (regime, d) in FIVE_SEED_CELLS},
         "references": references,
-        "parallel": 2,
+        "parallel": parallel,
         "output_dir": str(cell_dir(regime, d)),
         "targets": {"rollouts": 0.6, "zero_var": 0.5, "abs_adv": 1.3},
         "overrides": {**regime_overrides(regime, d), "trainer.eval_dev": False, "eval.final_k": FINAL_K},
@@ -255,14 +262,15 @@ def write(cells: list[tuple[str, float]]) -> None:
         print(f"wrote {write_cell(regime, d, chosen)}")
 
 
-def run(cells: list[tuple[str, float]]) -> None:
+def run(cells: list[tuple[str, float]], parallel: int = 2) -> None:
     """Each cell in turn: write its file, run it, write again (random_skip joins once the skipping arms are
-    done) and run again. Resumable: finished runs are skipped."""
+    done) and run again. Resumable: finished runs are skipped. Two drivers on different cells with
+    ``--parallel 1`` each keep both cores busy when one cell ends on a single long run (the oracle at D = 1.6)."""
     rlpp = Path(sys.executable).parent / "rlpp"
     chosen = choose()
     for regime, d in cells:
         for _ in range(2):
-            path = write_cell(regime, d, chosen)
+            path = write_cell(regime, d, chosen, parallel)
             print(f"== rlpp ablate {path}", flush=True)
             if subprocess.run([str(rlpp), "ablate", str(path)]).returncode != 0:
                 raise SystemExit(f"rlpp ablate {path} failed")
@@ -452,9 +460,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=("sweep", "write", "run", "collect"))
     ap.add_argument("--cells", help="e.g. capable-16,mixed-16 (default: every cell)")
+    ap.add_argument("--parallel", type=int, default=2, help="runs at once within a cell (run only; default 2)")
     args = ap.parse_args()
     cells = parse_cells(args.cells)
-    {"sweep": sweep, "write": lambda: write(cells), "run": lambda: run(cells), "collect": collect}[args.what]()
+    {"sweep": sweep, "write": lambda: write(cells), "run": lambda: run(cells, args.parallel), "collect": collect}[args.what]()
     return 0
 
 

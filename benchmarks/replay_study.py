@@ -405,6 +405,7 @@ def plot_ratio_vs_d() -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401 - the x axis' minor formatter
 
     for regime in ("capable", "mixed", "rare"):
         cells = [(d, _read(RESULTS / cell_name(regime, d).removeprefix("replay-") / "paired.csv")) for d in (1.6, 4, 16)]
@@ -413,28 +414,40 @@ def plot_ratio_vs_d() -> None:
             continue
         fig, ax = plt.subplots(figsize=(8, 5))
         arms = [a for a in ARMS if a != "uniform" and any(a in p for _, p in cells)]
+        fixed = {CANDIDATE: "tab:red", "oracle_fill": "k", "oracle": "tab:gray"}
+        cycle = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i not in (3, 7)]  # not red or gray
+        cycle += list(plt.get_cmap("tab20").colors[1::2])  # then the light shades
+        others = iter(cycle * 2)
         for k, arm in enumerate(arms):
-            xs, ms, los, his = [], [], [], []
+            color = fixed.get(arm) or next(others)
+            xs, ms, los, his, never = [], [], [], [], []
             for d, p in cells:
                 r = p.get(arm)
-                if not r or not math.isfinite(float(r["ratio_to_ref_final"])):
+                if not r:
+                    continue
+                x = d * (1 + 0.025 * (k - len(arms) / 2))  # spread the points so the bars do not overlap
+                if not math.isfinite(float(r["ratio_to_ref_final"])):  # no seed reached uniform's final accuracy
+                    never.append(x)
                     continue
                 m = float(r["ratio_to_ref_final"])
                 lo = float(r["ratio_ci95_lo"]) if r["ratio_ci95_lo"] not in ("", "nan") else m
                 hi = float(r["ratio_ci95_hi"]) if r["ratio_ci95_hi"] not in ("", "nan", "inf") else 10.0
-                xs.append(d * (1 + 0.025 * (k - len(arms) / 2)))  # spread the points so the bars do not overlap
-                ms.append(m), los.append(m - lo), his.append(hi - m)
+                xs.append(x), ms.append(m), los.append(m - lo), his.append(hi - m)
+            style = dict(lw=2.5) if arm == CANDIDATE else dict(ls="--") if arm.startswith("oracle") else {}
             if xs:
-                style = dict(lw=2.5) if arm == CANDIDATE else dict(ls="--") if arm.startswith("oracle") else {}
-                ax.errorbar(xs, ms, yerr=[los, his], marker="o", capsize=3, label=arm, **style)
+                ax.errorbar(xs, ms, yerr=[los, his], marker="o", capsize=3, label=arm, color=color, **style)
+            if never:
+                ax.scatter(never, [10.0] * len(never), marker="^", s=60, color=color,
+                           label=None if xs else f"{arm} (never reached)")
         ax.axhline(1.0, color="k", lw=1)
         ax.axhline(0.6, color="grey", lw=1, ls=":")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xticks([1.6, 4, 16], ["1.6", "4", "16"])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("D = draws per problem (budget / (G x pool))")
         ax.set_ylabel("rollouts to uniform's final accuracy, x uniform (paired)")
-        ax.set_title(f"{regime}: paired rollout ratio vs D (95% CI; bars cut at 10x; 0.6x target dotted)")
+        ax.set_title(f"{regime}: paired rollout ratio vs D (95% CI; bars cut at 10x; ▲ at 10x: no seed reached it; 0.6x target dotted)", fontsize=9)
         ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
         fig.savefig(RESULTS / f"ratio_vs_d_{regime}.png", dpi=110)

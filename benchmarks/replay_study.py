@@ -87,7 +87,7 @@ CELL_ARMS = {
                       "greso", "screen", "prop", "paper_fill", "mopps_fill", "prop_fill", "hier", "oracle", "random_skip"),
     ("capable", 1.6): ("uniform", CANDIDATE, "oracle_fill", "paper"),
     ("rare", 16): ("uniform", CANDIDATE, "oracle_fill"),
-    ("mixed", 16): ("uniform", CANDIDATE, "oracle_fill"),
+    ("mixed", 16): ("uniform", CANDIDATE, "oracle_fill", "prop", "mopps", "paper", "greso_fill"),
     ("mixed", 1.6): ("uniform", CANDIDATE, "oracle_fill"),
     ("capable", 4): ("uniform", CANDIDATE, "oracle_fill", "mopps", "greso_fill"),
     ("mixed", 4): ("uniform", CANDIDATE, "oracle_fill"),
@@ -100,7 +100,8 @@ issue says: uniform, the candidate and the bound with the candidate's schedule (
 every arm at capable D = 16 (random_skip last: it copies the skipped share of the better greso arm); the
 paper's sampler at capable D = 1.6; at D = 4 the bound, the candidate and uniform, plus at capable the two
 best other arms of capable D = 16 when D = 4 was written (mopps 0.74x, greso_fill 1.10x; paired.csv of the
-first capable D = 16 arms); mixed D = 16 ran only the three never-cut arms, so mixed D = 4 has no others."""
+first capable D = 16 arms); mixed D = 16 first ran only the three never-cut arms (so mixed D = 4 has no
+others), then prop (the earlier study's best on mixed), mopps, paper and greso_fill."""
 """At D = 4 (a cell not in CELL_ARMS) only uniform, the bound, the candidate and the best this many other arms of the regime at D = 16."""
 
 

@@ -81,7 +81,6 @@ SWEEP_FILE = Path("configs/ablate/replay-sweep.yaml")
 SWEEP_DIR = Path("runs/ablate/replay-sweep")
 RESULTS = Path("benchmarks/results/replay")
 FINAL_K = [1, 2, 4, 8, 16]
-D4_ARMS = 2
 CELL_ARMS = {
     ("capable", 16): ("uniform", CANDIDATE, "oracle_fill", "paper", "mopps", "greso_fill",
                       "greso", "screen", "prop", "paper_fill", "mopps_fill", "prop_fill", "hier", "oracle", "random_skip"),
@@ -102,7 +101,6 @@ paper's sampler at capable D = 1.6; at D = 4 the bound, the candidate and unifor
 best other arms of capable D = 16 when D = 4 was written (mopps 0.74x, greso_fill 1.10x; paired.csv of the
 first capable D = 16 arms); mixed D = 16 first ran only the three never-cut arms (so mixed D = 4 has no
 others), then prop (the earlier study's best on mixed), mopps, paper and greso_fill."""
-"""At D = 4 (a cell not in CELL_ARMS) only uniform, the bound, the candidate and the best this many other arms of the regime at D = 16."""
 
 
 def cell_name(regime: str, d: float) -> str:
@@ -190,28 +188,10 @@ def load_summaries(regime: str, d: float) -> dict[str, list[dict]]:
     return out
 
 
-def paired_ratios(regime: str, d: float) -> dict[str, float]:
-    """arm -> its paired rollout ratio to uniform (the cell's paired.csv), for choosing D = 4's arms."""
-    path = cell_dir(regime, d) / "paired.csv"
-    if not path.is_file():
-        return {}
-    with open(path) as f:
-        return {r["arm"]: float(r["ratio_to_ref_final"]) for r in csv.DictReader(f)}
-
-
 def write_cell(regime: str, d: float, chosen: tuple, parallel: int = 2) -> Path:
     """The cell's ablation file: its arms (CELL_ARMS) at the shared (B, lr), and random_skip once the cell's
     skipping arms have finished."""
-    order = CELL_ARMS.get((regime, d), tuple(ARMS))
-    arms = {a: ARMS[a] for a in order}
-    if d == 4 and (regime, d) not in CELL_ARMS:  # uniform, the oracle, the candidate and the regime's best other arms at D = 16
-        ratios = paired_ratios(regime, 16)
-        if not ratios:
-            raise SystemExit(f"{cell_dir(regime, 16)}: no paired.csv yet; D = 4 takes its arms from D = 16")
-        ranked = [a for a, r in sorted(ratios.items(), key=lambda kv: kv[1] if math.isfinite(kv[1]) else math.inf)
-                  if a in ARMS and a not in ("uniform", "oracle", "oracle_fill", CANDIDATE, "random_skip")]
-        keep = {"uniform", "oracle_fill", CANDIDATE, *ranked[:D4_ARMS]}
-        arms = {a: ov for a, ov in arms.items() if a in keep}
+    arms = {a: ARMS[a] for a in CELL_ARMS.get((regime, d), tuple(ARMS))}
     settings = {a: chosen[:2] for a in arms if a != "random_skip"}
     if "random_skip" in arms:
         runs = load_summaries(regime, d)
